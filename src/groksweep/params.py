@@ -1,0 +1,77 @@
+"""Declared parameters: what a sweep may set, its type, its range, and how the engine treats it.
+
+Every parameter has a *role* that tells the engine how it enters the compiled program:
+
+- ``static``: part of the compiled program's structure (an input dimension, the optimizer's
+  name, the dtype). Runs with different values go to different shape buckets.
+- ``padded``: an integer size that varies between runs of one bucket (the number of training
+  samples, the output dimension). Arrays are padded to the bucket's largest value and masked.
+- ``traced``: a float hyperparameter passed to the program as an array (lr, gamma, alpha, ...);
+  changing its value never recompiles.
+- ``seed``: selects the random draws; runs sharing a seed (and shapes) share data.
+- ``alias``: an alternative way of giving another parameter (``lam`` for ``n_train``); the task
+  turns it into the canonical parameter before planning.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Role = Literal["static", "padded", "traced", "seed", "alias"]
+
+
+class SpecError(ValueError):
+    """A sweep specification is invalid. The message is one line, fit for a terminal."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter a sweep may set, as a fixed value or as an axis."""
+
+    type: type
+    default: Any
+    role: Role
+    doc: str
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def validate(self, name: str, value: Any) -> Any:
+        """Return ``value`` converted to the declared type, or raise a one-line SpecError."""
+        if self.type is str:
+            if not isinstance(value, str):
+                raise SpecError(f"{name} must be a string, got {value!r}")
+            if self.choices and value not in self.choices:
+                raise SpecError(f"{name} must be one of {', '.join(self.choices)}; got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(f"{name} must be a number, got {value!r}")
+        if self.type is int:
+            if value != int(value):
+                raise SpecError(f"{name} must be an integer, got {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+        if value != value:
+            raise SpecError(f"{name} must not be NaN")
+        if self.gt is not None and not value > self.gt:
+            raise SpecError(f"{name} must be > {self.gt:g}, got {value!r}")
+        if self.ge is not None and not value >= self.ge:
+            raise SpecError(f"{name} must be >= {self.ge:g}, got {value!r}")
+        if self.lt is not None and not value < self.lt:
+            raise SpecError(f"{name} must be < {self.lt:g}, got {value!r}")
+        return value
+
+
+def unknown_name_error(kind: str, name: str, known: list[str]) -> SpecError:
+    """A SpecError naming an unknown ``name`` and suggesting the closest valid one."""
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; valid names: {', '.join(known)}"
+    return SpecError(f"unknown {kind} {name!r}{hint}")
+
+
+SEED = Param(int, 0, "seed", "random seed: selects data, teacher and initial student", ge=0)
+DTYPE = Param(str, "float32", "static", "floating-point precision", choices=("float32", "float64"))

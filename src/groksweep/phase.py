@@ -1,0 +1,92 @@
+"""Grokking times: the reduction of trajectories to phase-diagram maps.
+
+The grokking time of a run is the first time its train (or test) accuracy reaches ``level``,
+interpolated linearly in log-time between the two evaluation points around the crossing
+(linearly in time when the earlier point is step 0). A run that never reaches the level within
+its steps is *censored*: its time is NaN and a boolean flag says so. It is never reported as
+the last step. ``delta_t = t_test - t_train`` is NaN when either is censored.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+ROLES = ("train", "test")
+
+
+def grokking_time(
+    ds: xr.Dataset, level: float = 0.95, *, on: str = "accuracy", loss_level: float = 1e-2
+) -> xr.Dataset:
+    """First times train and test reach a level, with ``delta_t`` and censoring flags.
+
+    ``on="accuracy"``: the first time ``train_acc``/``test_acc`` reach ``level``; dims
+    ``(*axes, "eps")``. ``on="loss"``: the first time ``train_loss``/``test_loss`` fall to
+    ``loss_level`` times their value at step 0; dims ``(*axes,)``.
+    """
+    if on == "accuracy":
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level!r}")
+        series = {role: ds[f"{role}_acc"] for role in ROLES}
+        attrs = {"on": on, "level": level}
+    elif on == "loss":
+        if not loss_level > 0:
+            raise ValueError(f"loss_level must be > 0, got {loss_level!r}")
+        # Crossing "loss <= loss_level * loss(0)" upward is crossing "-loss/loss(0) >= -loss_level".
+        series = {r: -ds[f"{r}_loss"] / ds[f"{r}_loss"].isel(time=0) for r in ROLES}
+        level, attrs = -loss_level, {"on": on, "loss_level": loss_level}
+    else:
+        raise ValueError(f"on must be 'accuracy' or 'loss', got {on!r}")
+
+    out = xr.Dataset(attrs=attrs | {"spec": ds.attrs.get("spec", "")})
+    for role, values in series.items():
+        t = xr.apply_ufunc(
+            first_crossing, values, ds["time"], kwargs={"level": level},
+            input_core_dims=[["time"], ["time"]],
+        )
+        out[f"t_{role}"] = t
+        out[f"{role}_censored"] = t.isnull()
+    out["delta_t"] = out["t_test"] - out["t_train"]
+    return out
+
+
+def first_crossing(values: np.ndarray, times: np.ndarray, level: float) -> np.ndarray:
+    """First time ``values`` (last axis over ``times``) reach ``level``; NaN if never."""
+    values = np.asarray(values, dtype=np.float64)
+    times = np.asarray(times, dtype=np.float64)
+    reached = values >= level
+    k = np.argmax(reached, axis=-1)
+    hit = np.take_along_axis(reached, k[..., None], -1)[..., 0]
+    before = np.maximum(k - 1, 0)
+    v0 = np.take_along_axis(values, before[..., None], -1)[..., 0]
+    v1 = np.take_along_axis(values, k[..., None], -1)[..., 0]
+    t0, t1 = times[before], times[k]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.clip((level - v0) / (v1 - v0), 0.0, 1.0)
+        log_time = np.exp(np.log(t0) + frac * (np.log(t1) - np.log(t0)))
+    crossing = np.where(t0 > 0, log_time, t0 + frac * (t1 - t0))
+    crossing = np.where(k == 0, times[0], crossing)
+    return np.where(hit, crossing, np.nan)
+
+
+def reduce_seeds(phase: xr.Dataset, dim: str = "seed") -> xr.Dataset:
+    """Median and quartiles over seeds of ``t_train``, ``t_test`` and ``delta_t``, and the
+    fraction of censored runs.
+
+    Censored times are right-censored (later than the last step), so they enter the order
+    statistics as +infinity: a median is reported only when fewer than half the seeds are
+    censored; otherwise it is NaN, like a censored run.
+    """
+    if dim not in phase.dims:
+        raise ValueError(f"no {dim!r} dimension to reduce over")
+    out = xr.Dataset(attrs=phase.attrs)
+    for name in ("t_train", "t_test", "delta_t"):
+        censored = phase[name].isnull()
+        # A finite sentinel: quantile interpolation towards it stays finite and > any real time.
+        sentinel = 1e300
+        filled = phase[name].fillna(sentinel)
+        for label, q in (("median", 0.5), ("q25", 0.25), ("q75", 0.75)):
+            value = filled.quantile(q, dim=dim).drop_vars("quantile")
+            out[f"{name}_{label}"] = value.where(value < sentinel * 1e-3)
+        out[f"{name}_censored_fraction"] = censored.mean(dim)
+    return out

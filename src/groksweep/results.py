@@ -1,0 +1,69 @@
+"""Trajectories as a labelled ``xarray.Dataset``, and its file format (netCDF).
+
+Layout: every metric of the task is a data variable with dims ``(*axes, *extra, "time")``
+(``extra`` is ``("eps",)`` for accuracies). Coordinates: each axis with its values in the spec's
+order, ``eps``, and ``time`` in integer steps. Attributes: the spec as TOML text, the groksweep
+and JAX versions, and the device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import xarray as xr
+
+from groksweep.spec import Sweep
+
+
+def to_dataset(sweep: Sweep, outputs: dict[str, np.ndarray], times: np.ndarray) -> xr.Dataset:
+    """Label ``outputs`` (metric -> (runs, time, *extra), grid order) as a Dataset."""
+    axes = list(sweep.axes)
+    sizes = {"eps": len(sweep.eps)}
+    data_vars = {}
+    for name, extra in sweep.task_def.metrics.items():
+        value = outputs[name].reshape(*sweep.shape, len(times), *(sizes[d] for d in extra))
+        data_vars[name] = (axes + ["time", *extra], value)
+    coords = {name: list(values) for name, values in sweep.axes.items()}
+    coords |= {"eps": list(sweep.eps), "time": times}
+    ds = xr.Dataset(data_vars, coords=coords)
+    ds = ds.transpose(*axes, "eps", "time")
+    ds.attrs = {
+        "spec": sweep.to_toml(),
+        "groksweep_version": _version(),
+        "jax_version": jax.__version__,
+        "device": str(jax.devices()[0].device_kind),
+        "platform": jax.default_backend(),
+    }
+    return ds
+
+
+def sweep_of(ds: xr.Dataset) -> Sweep:
+    """The sweep that produced ``ds``, from its ``spec`` attribute."""
+    import tomllib
+
+    return Sweep.from_dict(tomllib.loads(ds.attrs["spec"]))
+
+
+def save(ds: xr.Dataset, path: str | Path) -> None:
+    """Write ``ds`` as netCDF-4, atomically: to a temporary file, then renamed into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    ds.to_netcdf(tmp)
+    tmp.replace(path)
+
+
+def load(path: str | Path) -> xr.Dataset:
+    """Read a results or phase file written by :func:`save`, fully into memory."""
+    with xr.open_dataset(path) as ds:
+        return ds.load()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("groksweep")
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,181 @@
+"""The sweep specification: a task, fixed parameters, axes, the step budget and thresholds.
+
+A sweep is the Cartesian product of its axes, in the order written, over fixed parameters.
+It is validated when constructed, so a bad spec fails with one clear line before anything is
+compiled. The same fields are used in Python and in TOML::
+
+    task = "linear"
+    steps = 20000
+    log_points = 200
+    eps = [1e-3]
+
+    [params]
+    d_in = 200
+    lr = 0.01
+
+    [axes]
+    lam = [0.3, 0.5, 0.7]
+    seed = [0, 1, 2, 3]
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomli_w
+
+from groksweep.optim import OPTIMIZER_PARAMS
+from groksweep.params import DTYPE, SEED, Param, SpecError, unknown_name_error
+from groksweep.tasks import Task, get_task
+
+FIELDS = ("task", "steps", "log_points", "eps", "params", "axes")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A grid of runs of one task. Validated on construction; raises :class:`SpecError`."""
+
+    task: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    axes: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    steps: int = 10_000
+    log_points: int = 100
+    eps: Sequence[float] = (1e-3,)
+
+    def __post_init__(self) -> None:
+        task = get_task(self.task)
+        declared = declared_params(task)
+        params = {name: _check(declared, "parameter", name, v) for name, v in self.params.items()}
+        axes = {name: _check_axis(declared, name, values) for name, values in self.axes.items()}
+        for name in params.keys() & axes.keys():
+            raise SpecError(f"{name} is both a fixed parameter and an axis")
+        if "seed" not in params and "seed" not in axes:
+            axes["seed"] = [SEED.default]
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "axes", axes)
+        object.__setattr__(self, "steps", Param(int, 0, "static", "", ge=1).validate("steps", self.steps))
+        object.__setattr__(
+            self, "log_points", Param(int, 0, "static", "", ge=1).validate("log_points", self.log_points)
+        )
+        object.__setattr__(self, "eps", _check_eps(self.eps))
+        self.runs()  # resolve every run now, so cross-parameter errors surface before compiling
+
+    # --- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> Sweep:
+        for key in spec:
+            if key not in FIELDS:
+                raise unknown_name_error("sweep field", key, list(FIELDS))
+        if "task" not in spec:
+            raise SpecError("the sweep has no task")
+        return cls(**spec)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Sweep:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise SpecError(f"cannot read {path}: {err.strerror}") from None
+        try:
+            spec = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise SpecError(f"{path}: malformed TOML: {err}") from None
+        return cls.from_dict(spec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "steps": self.steps,
+            "log_points": self.log_points,
+            "eps": list(self.eps),
+            "params": dict(self.params),
+            "axes": {name: list(values) for name, values in self.axes.items()},
+        }
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    # --- the grid -----------------------------------------------------------------------------
+    @property
+    def task_def(self) -> Task:
+        return get_task(self.task)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(values) for values in self.axes.values())
+
+    @property
+    def n_runs(self) -> int:
+        return int(np.prod(self.shape))
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Canonical parameter values of every run, in the grid's C order."""
+        task = self.task_def
+        declared = declared_params(task)
+        base = {name: p.default for name, p in declared.items()} | dict(self.params)
+        given = set(self.params) | set(self.axes)
+        names = list(self.axes)
+        return [
+            task.resolve(base | dict(zip(names, point)), given)
+            for point in itertools.product(*self.axes.values())
+        ]
+
+    def times(self) -> np.ndarray:
+        """Evaluation steps: 0, then log-spaced distinct integers ending at ``steps``."""
+        return log_schedule(self.steps, self.log_points)
+
+
+def declared_params(task: Task) -> dict[str, Param]:
+    """Every parameter a sweep of ``task`` may set: engine, optimizer and task parameters."""
+    return {"seed": SEED, "dtype": DTYPE, **OPTIMIZER_PARAMS, **task.params}
+
+
+def log_schedule(steps: int, log_points: int) -> np.ndarray:
+    """Step 0 followed by ``min(log_points, steps)`` distinct log-spaced integers up to ``steps``.
+
+    Rounding a geometric sequence repeats small integers; each point is pushed to at least one
+    past its predecessor and held back far enough to leave room for the points after it.
+    """
+    n = min(log_points, steps)
+    points = np.empty(n, dtype=np.int64)
+    previous = 0
+    for i, ideal in enumerate(np.geomspace(1, steps, n)):
+        previous = min(max(previous + 1, round(ideal)), steps - (n - 1 - i))
+        points[i] = previous
+    return np.concatenate([[0], points])
+
+
+def _check(declared: dict[str, Param], kind: str, name: str, value: Any) -> Any:
+    if name not in declared:
+        raise unknown_name_error(kind, name, sorted(declared))
+    return declared[name].validate(name, value)
+
+
+def _check_axis(declared: dict[str, Param], name: str, values: Any) -> list[Any]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise SpecError(f"axis {name} must be a list of values, got {values!r}")
+    if len(values) == 0:
+        raise SpecError(f"axis {name} is empty")
+    checked = [_check(declared, "axis", name, v) for v in values]
+    if len(set(checked)) != len(checked):
+        raise SpecError(f"axis {name} has duplicate values")
+    return checked
+
+
+def _check_eps(eps: Any) -> tuple[float, ...]:
+    if isinstance(eps, (int, float)):
+        eps = [eps]
+    if isinstance(eps, (str, bytes)) or not isinstance(eps, Sequence) or len(eps) == 0:
+        raise SpecError(f"eps must be a non-empty list of thresholds, got {eps!r}")
+    threshold = Param(float, 0.0, "static", "", gt=0)
+    checked = tuple(threshold.validate("eps", e) for e in eps)
+    if len(set(checked)) != len(checked):
+        raise SpecError("eps has duplicate values")
+    return checked

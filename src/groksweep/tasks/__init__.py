@@ -1,0 +1,19 @@
+"""The task registry: every model groksweep can sweep, by the name a spec uses."""
+
+from __future__ import annotations
+
+from groksweep.params import unknown_name_error
+from groksweep.tasks.base import Task
+from groksweep.tasks.linear import Linear
+
+TASKS: dict[str, Task] = {task.name: task for task in (Linear(),)}
+
+
+def get_task(name: str) -> Task:
+    """The registered task called ``name``; a SpecError suggesting the closest name otherwise."""
+    if name not in TASKS:
+        raise unknown_name_error("task", name, sorted(TASKS))
+    return TASKS[name]
+
+
+__all__ = ["TASKS", "Task", "get_task"]

@@ -1,0 +1,84 @@
+"""The task interface that every model implements, and the random draws tasks share.
+
+A task describes one run: its declared parameters, the random draws of one seed, how a run
+turns those draws into a model and run-specific data, the objective that gradient steps follow,
+and the metrics recorded at each log point. All functions act on a *single* run; the trainer
+batches them with ``vmap`` in one place (:mod:`groksweep.trainer`).
+
+Shapes come in a ``shape`` mapping holding every static parameter and, for padded parameters,
+the bucket's largest value; the run's own padded values arrive in ``hp`` as traced integers, so
+tasks build masks from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from groksweep.params import Param, SpecError
+
+Shape = Mapping[str, Any]
+PyTree = Any
+
+
+class Task:
+    """Base class of tasks. Subclasses set the class variables and implement the methods."""
+
+    name: ClassVar[str]
+    params: ClassVar[dict[str, Param]]
+    """Task parameters. Engine parameters (seed, dtype) and optimizer ones are added by the spec."""
+    metrics: ClassVar[dict[str, tuple[str, ...]]]
+    """Recorded metrics: data variable name -> its dims besides the grid axes and time."""
+    max_padding: ClassVar[dict[str, float]] = {}
+    """For padded parameters: the largest ratio of bucket maximum to a run's value before the
+    planner opens a new shape bucket. Missing means unlimited."""
+
+    def resolve(self, values: dict[str, Any], given: set[str]) -> dict[str, Any]:
+        """Turn aliases into canonical parameters and check cross-parameter constraints.
+
+        ``values`` holds every declared parameter (defaults filled in); ``given`` names those the
+        sweep set explicitly. Returns the run's canonical values, without aliases.
+        """
+        return values
+
+    def sample(self, key: Array, shape: Shape, dtype: Any) -> PyTree:
+        """All random draws of one seed at the bucket's padded shape.
+
+        Draws must depend only on the key and on the shapes that define them, never on padding:
+        use :func:`indexed_normal` so that a row or column is the same in every bucket.
+        """
+        raise NotImplementedError
+
+    def setup(self, data: PyTree, hp: Mapping[str, Array], shape: Shape) -> tuple[PyTree, PyTree]:
+        """Return ``(model, run_data)``: the initial trainable pytree and per-run constants."""
+        raise NotImplementedError
+
+    def objective(self, model: PyTree, data: PyTree, run: PyTree, hp: Mapping[str, Array]) -> Array:
+        """Scalar whose gradient is the training-loss gradient (may differ by a constant)."""
+        raise NotImplementedError
+
+    def evaluate(
+        self, model: PyTree, data: PyTree, run: PyTree, hp: Mapping[str, Array], eps: Array
+    ) -> dict[str, Array]:
+        """Metrics at one log point, keyed as in :attr:`metrics`."""
+        raise NotImplementedError
+
+
+def indexed_normal(key: Array, counts: tuple[int, ...], shape: tuple[int, ...], dtype: Any) -> Array:
+    """Standard normals of shape ``counts + shape`` where entry ``[i, j, ...]`` is drawn from
+    ``fold_in(fold_in(key, i), j)``: a prefix of the leading axes is the same whatever their
+    length, so padded and unpadded runs, and runs with N_tr = 200 and 400, share draws."""
+    if not counts:
+        return jax.random.normal(key, shape, dtype)
+    draw = lambda i: indexed_normal(jax.random.fold_in(key, i), counts[1:], shape, dtype)  # noqa: E731
+    return jax.vmap(draw)(jnp.arange(counts[0]))
+
+
+def check_alias(given: set[str], alias: str, canonical: str) -> None:
+    """Refuse a sweep that sets both a parameter and its alias."""
+    if alias in given and canonical in given:
+        raise SpecError(f"give either {alias} or {canonical}, not both")

@@ -1,0 +1,117 @@
+"""The linear teacher-student model (Levi, Beck & Bar-Sinai, §3 and App. A).
+
+Conventions (pinned by tests):
+
+- Teacher T and student S are ``d_in x d_out`` with entries N(0, 1/(2 d_in d_out)); the
+  student's initial weights are multiplied by ``alpha``.
+- N_tr = round(d_in / lam) training inputs x ~ N(0, I) (or ``n_train`` directly), labels
+  y = T^T x plus N(0, noise^2) on the training labels only.
+- Loss L = 1/(N d_out) sum_i ||S^T x_i - y_i||^2 (PyTorch's mean MSE, eq. 1).
+- ``n_test`` fresh test inputs per seed, clean labels.
+- Accuracy at threshold eps: the fraction of samples whose squared error, averaged over the
+  d_out outputs, is below eps.
+
+Gradient steps use the train Gram matrix Sigma = X^T X / N_tr (eq. 1): with D = S - T and the
+noise term e = X^T xi / N_tr, grad L = (2/d_out) (Sigma D - e). Writing it in D rather than in
+S avoids the cancellation of Sigma S - X^T y / N in float32 when the loss is small. Reported
+losses and accuracies are computed from the per-sample residuals, not from Sigma.
+
+Metrics: ``train_loss``, ``test_loss``, ``train_acc`` and ``test_acc`` (per eps), and
+``weight_norm`` = ||S||_F.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+from jax import Array, random
+
+from groksweep.params import Param, SpecError
+from groksweep.tasks.base import Shape, Task, check_alias, indexed_normal
+
+DEFAULT_LAM = 0.5
+
+
+class Linear(Task):
+    name = "linear"
+    params = {
+        "d_in": Param(int, 200, "static", "input dimension", ge=1),
+        "n_test": Param(int, 10_000, "static", "test inputs per seed", ge=1),
+        "lam": Param(float, None, "alias", f"d_in / N_tr (default {DEFAULT_LAM})", gt=0),
+        "n_train": Param(int, None, "padded", "training samples N_tr (instead of lam)", ge=1),
+        "d_out": Param(int, 1, "padded", "output dimension", ge=1),
+        "alpha": Param(float, 1.0, "traced", "student initial-weight scale", gt=0),
+        "noise": Param(float, 0.0, "traced", "std of training-label noise", ge=0),
+    }
+    metrics = {
+        "train_loss": (),
+        "test_loss": (),
+        "train_acc": ("eps",),
+        "test_acc": ("eps",),
+        "weight_norm": (),
+    }
+    # Steps cost d_in^2 d_out whatever N_tr (they use Sigma), so only d_out is worth bucketing.
+    max_padding = {"d_out": 4.0}
+
+    def resolve(self, values: dict[str, Any], given: set[str]) -> dict[str, Any]:
+        check_alias(given, "lam", "n_train")
+        values = dict(values)
+        lam = values.pop("lam")
+        if "n_train" not in given:
+            lam = DEFAULT_LAM if lam is None else lam
+            values["n_train"] = round(values["d_in"] / lam)
+            if values["n_train"] < 1:
+                raise SpecError(
+                    f"lam={lam:g} gives n_train = round(d_in/lam) = 0 at d_in={values['d_in']}"
+                )
+        return values
+
+    def sample(self, key: Array, shape: Shape, dtype: Any) -> dict[str, Array]:
+        d_in, n_train, d_out = shape["d_in"], shape["n_train"], shape["d_out"]
+        teacher, student, train, noise, test = (random.fold_in(key, i) for i in range(5))
+        return {
+            "teacher": indexed_normal(teacher, (d_out,), (d_in,), dtype).T,
+            "student": indexed_normal(student, (d_out,), (d_in,), dtype).T,
+            "x_train": indexed_normal(train, (n_train,), (d_in,), dtype),
+            "label_noise": indexed_normal(noise, (n_train, d_out), (), dtype),
+            "x_test": indexed_normal(test, (shape["n_test"],), (d_in,), dtype),
+        }
+
+    def setup(self, data, hp, shape):
+        x = data["x_train"]
+        rows = (jnp.arange(shape["n_train"]) < hp["n_train"]).astype(x.dtype)
+        cols = (jnp.arange(shape["d_out"]) < hp["d_out"]).astype(x.dtype)
+        n = hp["n_train"].astype(x.dtype)
+        scale = cols / jnp.sqrt(2.0 * shape["d_in"] * hp["d_out"].astype(x.dtype))
+        teacher = data["teacher"] * scale
+        xi = hp["noise"] * data["label_noise"] * rows[:, None] * cols
+        xm = x * rows[:, None]
+        run = {
+            "teacher": teacher,
+            "gram": xm.T @ xm / n,
+            "noise_drive": xm.T @ xi / n,
+            "label_noise": xi,
+            "rows": rows,
+        }
+        return hp["alpha"] * data["student"] * scale, run
+
+    def objective(self, model, data, run, hp):
+        d = model - run["teacher"]
+        quadratic = jnp.sum(d * (run["gram"] @ d)) - 2.0 * jnp.sum(d * run["noise_drive"])
+        return quadratic / hp["d_out"].astype(d.dtype)
+
+    def evaluate(self, model, data, run, hp, eps):
+        d = model - run["teacher"]
+        d_out = hp["d_out"].astype(d.dtype)
+        rows = run["rows"]
+        train_err = jnp.sum((data["x_train"] @ d - run["label_noise"]) ** 2, axis=1) / d_out
+        test_err = jnp.sum((data["x_test"] @ d) ** 2, axis=1) / d_out
+        n = jnp.sum(rows)
+        return {
+            "train_loss": jnp.sum(train_err * rows) / n,
+            "test_loss": jnp.mean(test_err),
+            "train_acc": (rows @ (train_err[:, None] < eps).astype(d.dtype)) / n,
+            "test_acc": jnp.mean((test_err[:, None] < eps).astype(d.dtype), axis=0),
+            "weight_norm": jnp.sqrt(jnp.sum(model**2)),
+        }
