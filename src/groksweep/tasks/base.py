@@ -69,13 +69,19 @@ class Task:
 
 
 def indexed_normal(key: Array, counts: tuple[int, ...], shape: tuple[int, ...], dtype: Any) -> Array:
-    """Standard normals of shape ``counts + shape`` where entry ``[i, j, ...]`` is drawn from
-    ``fold_in(fold_in(key, i), j)``: a prefix of the leading axes is the same whatever their
-    length, so padded and unpadded runs, and runs with N_tr = 200 and 400, share draws."""
-    if not counts:
-        return jax.random.normal(key, shape, dtype)
-    draw = lambda i: indexed_normal(jax.random.fold_in(key, i), counts[1:], shape, dtype)  # noqa: E731
-    return jax.vmap(draw)(jnp.arange(counts[0]))
+    """Standard normals of shape ``counts + shape`` whose leading entries do not depend on the
+    ``counts``: entry ``[i, j, ...]`` is the same for every ``counts`` that contain it. So padded
+    and unpadded runs, and runs with N_tr = 200 and 400, share draws.
+
+    Partitionable threefry derives each entry from its flat index alone, which makes the first
+    count prefix-stable; every further count is a ``fold_in`` of its index.
+    """
+    with jax.threefry_partitionable(True):
+        if len(counts) <= 1:
+            # Drawn in float32 whatever the dtype, so float32 and float64 runs share their draws.
+            return jax.random.normal(key, (*counts, *shape), jnp.float32).astype(dtype)
+        last = lambda j: indexed_normal(jax.random.fold_in(key, j), counts[:-1], shape, dtype)  # noqa: E731
+        return jax.vmap(last, out_axes=len(counts) - 1)(jnp.arange(counts[-1]))
 
 
 def check_alias(given: set[str], alias: str, canonical: str) -> None:

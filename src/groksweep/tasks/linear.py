@@ -69,10 +69,12 @@ class Linear(Task):
 
     def sample(self, key: Array, shape: Shape, dtype: Any) -> dict[str, Array]:
         d_in, n_train, d_out = shape["d_in"], shape["n_train"], shape["d_out"]
-        teacher, student, train, noise, test = (random.fold_in(key, i) for i in range(5))
+        weights, train, noise, test = (random.fold_in(key, i) for i in range(4))
+        # One draw for both matrices: (column, teacher/student, d_in), prefix-stable in d_out.
+        teacher_student = indexed_normal(weights, (d_out,), (2, d_in), dtype)
         return {
-            "teacher": indexed_normal(teacher, (d_out,), (d_in,), dtype).T,
-            "student": indexed_normal(student, (d_out,), (d_in,), dtype).T,
+            "teacher": teacher_student[:, 0].T,
+            "student": teacher_student[:, 1].T,
             "x_train": indexed_normal(train, (n_train,), (d_in,), dtype),
             "label_noise": indexed_normal(noise, (n_train, d_out), (), dtype),
             "x_test": indexed_normal(test, (shape["n_test"],), (d_in,), dtype),
