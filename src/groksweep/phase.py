@@ -80,13 +80,13 @@ def reduce_seeds(phase: xr.Dataset, dim: str = "seed") -> xr.Dataset:
     if dim not in phase.dims:
         raise ValueError(f"no {dim!r} dimension to reduce over")
     out = xr.Dataset(attrs=phase.attrs)
+    # A finite sentinel: quantile interpolation towards it stays finite and above any real time.
+    sentinel = 1e300
     for name in ("t_train", "t_test", "delta_t"):
-        censored = phase[name].isnull()
-        # A finite sentinel: quantile interpolation towards it stays finite and > any real time.
-        sentinel = 1e300
         filled = phase[name].fillna(sentinel)
         for label, q in (("median", 0.5), ("q25", 0.25), ("q75", 0.75)):
             value = filled.quantile(q, dim=dim).drop_vars("quantile")
             out[f"{name}_{label}"] = value.where(value < sentinel * 1e-3)
-        out[f"{name}_censored_fraction"] = censored.mean(dim)
+    for role in ROLES:
+        out[f"{role}_censored_fraction"] = phase[f"{role}_censored"].mean(dim)
     return out
