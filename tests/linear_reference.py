@@ -75,7 +75,8 @@ class ExactLinearGD:
         e = self.x_train.T @ self.xi / n
         self.c = 2.0 * self.nu / self.d_out + self.gamma  # (d_in,)
         self.d0 = self.u.T @ (self.student0 - self.teacher)  # D~_0, (d_in, d_out)
-        self.b = self.lr * (2.0 * (self.u.T @ e) / self.d_out - self.gamma * (self.u.T @ self.teacher))
+        drive = 2.0 * (self.u.T @ e) / self.d_out - self.gamma * (self.u.T @ self.teacher)
+        self.b = self.lr * drive
 
     # --- the trajectory -----------------------------------------------------------------------
     def _factors(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,6 +102,11 @@ class ExactLinearGD:
     def student(self, t: Sequence[int] | np.ndarray) -> np.ndarray:
         """S_t for each step: (len(t), d_in, d_out)."""
         return np.einsum("ij,tjk->tik", self.u, self.rotated(t)) + self.teacher[None]
+
+    def fixed_point(self) -> np.ndarray:
+        """S* = T + U D~*, D~* = b / (lr c): where GD goes when every c_k > 0 (gamma > 0 or
+        N_tr >= d_in). Nonzero D* with weight decay or label noise."""
+        return self.teacher + self.u @ (self.b / (self.lr * self.c[:, None]))
 
     # --- metrics ------------------------------------------------------------------------------
     def errors(self, role: str, t: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -128,11 +134,14 @@ class ExactLinearGD:
         out["weight_norm"] = np.sqrt(np.sum(self.student(t) ** 2, axis=(1, 2)))
         return out
 
-    def accuracy(self, role: str, t: Sequence[int] | np.ndarray, eps: float, chunk: int = 64) -> np.ndarray:
+    def accuracy(
+        self, role: str, t: Sequence[int] | np.ndarray, eps: float, chunk: int = 64
+    ) -> np.ndarray:
         """Accuracy at threshold ``eps`` at steps ``t`` (chunked to bound memory)."""
         t = np.atleast_1d(np.asarray(t))
         parts = [
-            (self.errors(role, t[i : i + chunk]) < eps).mean(axis=1) for i in range(0, len(t), chunk)
+            (self.errors(role, t[i : i + chunk]) < eps).mean(axis=1)
+            for i in range(0, len(t), chunk)
         ]
         return np.concatenate(parts) if parts else np.zeros(0)
 
@@ -143,7 +152,8 @@ class ExactLinearGD:
 
         See :func:`first_integer_crossing`; None when it is not reached by ``t_max``.
         """
-        return first_integer_crossing(lambda t: self.accuracy(role, t, eps), level, t_max, grid_points)
+        accuracy = lambda t: self.accuracy(role, t, eps)  # noqa: E731
+        return first_integer_crossing(accuracy, level, t_max, grid_points)
 
 
 def first_integer_crossing(
@@ -151,32 +161,29 @@ def first_integer_crossing(
     level: float,
     t_max: int,
     grid_points: int = 200,
-    window: int = 64,
+    chunk: int = 256,
 ) -> int | None:
-    """First integer t in [0, t_max] with ``value(t) >= level``, on exact values at integer steps.
+    """First integer t in [0, t_max] with ``value(t) >= level``, from exact values at integer steps.
 
-    ``value`` need not be monotone. It is evaluated on step 0 and ``grid_points`` log-spaced
-    integer steps; in the bracket (lo, hi] around the first grid step that reaches the level,
-    bisection (keeping value(lo) < level <= value(hi)) narrows the bracket to ``window`` steps,
-    which are then all evaluated. The result t satisfies value(t - 1) < level <= value(t), and
-    value < level on every grid step before it and on the ``window`` steps just before it.
-    (An excursion above the level that starts and ends between two of the evaluated steps
-    would be missed: the grid has to be dense compared with the fluctuations of ``value``.)
+    ``value`` (vectorized over an array of steps) need not be monotone. It is evaluated on step
+    0 and ``grid_points`` log-spaced integer steps up to ``t_max``; then on *every* integer of the
+    bracket (lo, hi] between the last grid step below the level and the first one that reaches
+    it. The result t is the first integer of that bracket with value(t) >= level, and value is
+    below the level on every grid step before it. Only an excursion above the level that starts
+    and ends strictly between two earlier grid steps (a factor t_max^(1/grid_points) apart) could
+    be missed; accuracy curves that rise over decades of t, as here, have none of that size.
     """
-    grid = np.unique(np.concatenate([[0], np.round(np.geomspace(1, t_max, grid_points))]).astype(np.int64))
-    values = value(grid)
-    reached = np.flatnonzero(values >= level)
+    log_grid = np.round(np.geomspace(1, t_max, grid_points))
+    grid = np.unique(np.concatenate([[0], log_grid]).astype(np.int64))
+    reached = np.flatnonzero(value(grid) >= level)
     if len(reached) == 0:
         return None
     k = reached[0]
     if k == 0:
         return 0
-    lo, hi = int(grid[k - 1]), int(grid[k])
-    while hi - lo > window:
-        mid = (lo + hi) // 2
-        if value(np.array([mid]))[0] >= level:
-            hi = mid
-        else:
-            lo = mid
-    steps = np.arange(lo + 1, hi + 1)
-    return int(steps[np.argmax(value(steps) >= level)])
+    for start in range(int(grid[k - 1]) + 1, int(grid[k]) + 1, chunk):
+        steps = np.arange(start, min(start + chunk, int(grid[k]) + 1))
+        hit = np.flatnonzero(value(steps) >= level)
+        if len(hit):
+            return int(steps[hit[0]])
+    raise AssertionError("unreachable: the bracket's upper end reaches the level")

@@ -73,5 +73,5 @@ def unknown_name_error(kind: str, name: str, known: list[str]) -> SpecError:
     return SpecError(f"unknown {kind} {name!r}{hint}")
 
 
-SEED = Param(int, 0, "seed", "random seed: selects data, teacher and initial student", ge=0)
+SEED = Param(int, 0, "seed", "random seed: selects data, teacher and initial student", ge=0, lt=2**32)
 DTYPE = Param(str, "float32", "static", "floating-point precision", choices=("float32", "float64"))
