@@ -7,6 +7,7 @@ import pytest
 
 import groksweep as gs
 from groksweep import trainer
+from groksweep.engine import chunked
 from groksweep.plan import plan
 from groksweep.tasks import get_task
 
@@ -68,9 +69,9 @@ def test_results_independent_of_axis_order_and_grid_neighbours():
     for name in METRICS:
         a = forward[name].transpose("lam", "gamma", ...)
         b = backward[name].transpose("lam", "gamma", ...).sel(lam=a.lam, gamma=a.gamma)
-        np.testing.assert_allclose(a.values, b.values, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(a.values, b.values, rtol=1e-5, atol=1e-9)
         np.testing.assert_allclose(a.sel(lam=0.7, gamma=0.01).values, alone[name].values,
-                                   rtol=1e-6, atol=1e-9)
+                                   rtol=1e-5, atol=1e-9)
 
 
 def test_results_schema():
@@ -112,7 +113,7 @@ def numpy_adam(s, grad, steps, lr, gamma, b1, b2, decoupled, eps=1e-8):
 @pytest.mark.parametrize("optimizer", ["gd", "adam", "adamw"])
 def test_optimizers_follow_pytorch_conventions(optimizer):
     d_in, d_out, n, lr, gamma = 12, 2, 8, 0.02, 0.3
-    spec = sweep({"seed": [4]}, steps=40, log_points=40, dtype="float64", optimizer=optimizer,
+    spec = sweep({"seed": [4]}, steps=40, log_points=40, dtype="float64", optimizer=optimizer, method="step",
                  n_train=n, d_out=d_out, lr=lr, gamma=gamma, d_in=d_in)
     ds = gs.run(spec, progress=False)
     with jax.enable_x64(True):
@@ -134,3 +135,47 @@ def test_optimizers_follow_pytorch_conventions(optimizer):
     expected_loss = [np.mean((x @ (trajectory[t] - teacher)) ** 2) for t in ds.time.values]
     np.testing.assert_allclose(ds.weight_norm.values[0], expected_norm, rtol=1e-10)
     np.testing.assert_allclose(ds.train_loss.values[0], expected_loss, rtol=1e-9)
+
+
+GRID = {"lam": [0.4, 1.6], "gamma": [0.0, 0.02], "noise": [0.0, 0.2], "d_out": [1, 3], "seed": [0, 1]}
+
+
+@pytest.fixture(scope="module")
+def stepped():
+    return gs.run(sweep(GRID, steps=3000, log_points=20, dtype="float64", method="step"), progress=False)
+
+
+def assert_same_trajectories(a, b, rtol):
+    for name in METRICS:
+        # Below ~1e-20 a loss is float64 rounding of S = T + D itself, not dynamics.
+        scale = np.maximum(np.abs(b[name].values), 1e-20 if "loss" in name else 0)
+        err = np.max(np.abs(a[name].values - b[name].values) / np.where(scale > 0, scale, 1))
+        assert err < rtol, f"{name}: relative difference {err:.2e}"
+
+
+def test_spectral_jump_equals_gradient_steps(stepped):
+    spectral = gs.run(sweep(GRID, steps=3000, log_points=20, dtype="float64", method="spectral"),
+                      progress=False)
+    assert_same_trajectories(spectral, stepped, 1e-6)
+
+
+def test_shared_data_families_equal_the_per_run_path_whatever_the_chunking(stepped):
+    spec = sweep(GRID, steps=3000, log_points=20, dtype="float64", method="step")
+    buckets = plan(get_task("linear"), spec.runs())
+    assert buckets[0].run_index.shape == (2, 2, 8)  # seeds x N_tr x (gamma, noise, d_out)
+    assert plan(get_task("linear"), spec.runs(), share_data=False)[0].run_index.shape[2] == 1
+    assert_same_trajectories(gs.run(spec, progress=False, share_data=False), stepped, 1e-12)
+    assert_same_trajectories(gs.run(spec, progress=False, chunk_size=3), stepped, 1e-12)
+
+
+def test_memory_budget_splits_groups_and_refuses_what_cannot_fit():
+    spec = sweep(GRID, steps=30, log_points=5)
+    whole = gs.run(spec, progress=False)
+    task = get_task("linear")
+    split, groups_per_chunk = chunked(task, plan(task, spec.runs())[0], 6, 2, 4e4, None)
+    assert split.run_index.shape == (8, 1, 4) and groups_per_chunk == 1  # was (2, 2, 8)
+    small = gs.run(spec, progress=False, memory_budget=4e4)
+    for name in METRICS:
+        np.testing.assert_allclose(small[name].values, whole[name].values, rtol=1e-5, atol=1e-9)
+    with pytest.raises(gs.SpecError, match="over the memory budget"):
+        gs.run(spec, progress=False, memory_budget=1e4)

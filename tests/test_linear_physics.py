@@ -119,10 +119,11 @@ SMALL_AXES = {
 SMALL_EPS = (1e-3, 1e-2, 1e-1)
 
 
-@pytest.fixture(scope="module")
-def small_grid():
+@pytest.fixture(scope="module", params=["step", "spectral"])
+def small_grid(request):
+    """Both ways of advancing a run: gradient steps, and the exact spectral jump."""
     sweep = gs.Sweep(
-        "linear", params=SMALL | {"dtype": "float64"}, axes=SMALL_AXES,
+        "linear", params=SMALL | {"dtype": "float64", "method": request.param}, axes=SMALL_AXES,
         steps=2000, log_points=30, eps=SMALL_EPS,
     )
     ds = gs.run(sweep, progress=False)

@@ -1,39 +1,108 @@
-"""``run(sweep)``: spec -> run table -> shape buckets -> compiled trainer -> labelled results."""
+"""``run(sweep)``: spec -> run table -> shape buckets -> memory-sized chunks -> compiled trainer
+-> labelled results."""
 
 from __future__ import annotations
 
+import os
+
+import jax
 import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from groksweep.plan import plan
+from groksweep import trainer
+from groksweep.params import SpecError
+from groksweep.plan import Bucket, plan
 from groksweep.results import to_dataset
 from groksweep.spec import Sweep
-from groksweep.trainer import train
+from groksweep.tasks import Task
 
 
-def run(sweep: Sweep, progress: bool = True) -> xr.Dataset:
+def run(
+    sweep: Sweep,
+    progress: bool = True,
+    *,
+    memory_budget: float | None = None,
+    chunk_size: int | None = None,
+    share_data: bool = True,
+) -> xr.Dataset:
     """Train every run of ``sweep`` and return its trajectories (see :mod:`groksweep.results`).
 
-    Runs are planned into shape buckets; each bucket is one compiled program. ``progress``
-    shows a bar counting run-steps.
+    Runs are planned into shape buckets (one compiled program each) and every bucket is cut
+    into chunks of equal shape that fit ``memory_budget`` bytes (default: :func:`default_memory_budget`)
+    and hold at most ``chunk_size`` runs. Results do not depend on the chunking.
+    ``share_data=False`` steps every run alone instead of batching runs that share training
+    data into matrix-matrix products (slower; kept as a reference). ``progress`` shows a bar
+    counting run-steps.
     """
     task = sweep.task_def
     times = sweep.times()
     eps = np.asarray(sweep.eps)
-    extra = {"eps": len(eps)}
+    budget = memory_budget or default_memory_budget()
+    sizes = {"eps": len(eps)}
     outputs = {
-        name: np.full((sweep.n_runs, len(times), *(extra[d] for d in dims)), np.nan)
+        name: np.full((sweep.n_runs, len(times), *(sizes[d] for d in dims)), np.nan)
         for name, dims in task.metrics.items()
     }
-    buckets = plan(task, sweep.runs())
+    buckets = [
+        chunked(task, b, len(times), len(eps), budget, chunk_size)
+        for b in plan(task, sweep.runs(), share_data)
+    ]
     with tqdm(
-        total=sweep.n_runs * sweep.steps, unit=" run-steps", unit_scale=True,
-        disable=not progress, desc=f"{sweep.task}: {sweep.n_runs} runs, {len(buckets)} buckets",
+        total=sweep.n_runs * sweep.steps, unit=" run-steps", unit_scale=True, disable=not progress,
+        desc=f"{sweep.task}: {sweep.n_runs} runs, {len(buckets)} buckets",
     ) as bar:
-        for bucket in buckets:
-            on_segment = lambda steps, b=bucket: bar.update(steps * b.n_runs)  # noqa: E731
-            metrics = train(task, bucket, times, eps, on_segment)
-            for name, value in metrics.items():
-                outputs[name][bucket.run_index[bucket.valid]] = value[bucket.valid]
+        for bucket, groups_per_chunk in buckets:
+            for chunk in _chunks(bucket, groups_per_chunk):
+                on_segment = lambda steps, c=chunk: bar.update(steps * c.n_runs)  # noqa: E731
+                metrics = trainer.train(task, chunk, times, eps, on_segment)
+                for name, value in metrics.items():
+                    outputs[name][chunk.run_index[chunk.valid]] = value[chunk.valid]
     return to_dataset(sweep, outputs, times)
+
+
+def default_memory_budget() -> float:
+    """Bytes a chunk may use: 80% of an accelerator's memory, or half the free host memory."""
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return 0.8 * stats["bytes_limit"]
+    return 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def chunked(
+    task: Task, bucket: Bucket, n_times: int, n_eps: int, budget: float, max_runs: int | None
+) -> tuple[Bucket, int]:
+    """Split ``bucket``'s groups until one fits ``budget`` and ``max_runs``; return the split
+    bucket and how many of its groups a chunk holds (a multiple of the device count)."""
+    per_group, per_family, per_run = trainer.state_bytes(task, bucket, n_times, n_eps)
+    _, families, slots = bucket.run_index.shape
+    max_runs = max_runs or families * slots
+
+    def group_bytes(f: int, s: int) -> float:
+        return per_group + f * per_family + f * s * per_run
+
+    while families > 1 and (group_bytes(families, slots) > budget or families * slots > max_runs):
+        families = (families + 1) // 2
+    while slots > 1 and (group_bytes(families, slots) > budget or families * slots > max_runs):
+        slots = (slots + 1) // 2
+    if group_bytes(1, 1) > budget:
+        raise SpecError(
+            f"one run needs {group_bytes(1, 1) / 2**30:.2f} GiB, over the memory budget of "
+            f"{budget / 2**30:.2f} GiB"
+        )
+    if (families, slots) != bucket.run_index.shape[1:]:
+        bucket = bucket.split(families, slots)
+    fit = int(min(budget // group_bytes(families, slots), max_runs // (families * slots)))
+    devices = trainer.device_count()
+    groups = min(max(fit, 1), bucket.n_groups)
+    return bucket, max(devices, groups - groups % devices)
+
+
+def _chunks(bucket: Bucket, groups_per_chunk: int):
+    """Chunks of exactly ``groups_per_chunk`` groups (the last padded with invalid copies of the
+    first group), so every chunk reuses one compiled program."""
+    for start in range(0, bucket.n_groups, groups_per_chunk):
+        index = np.arange(start, start + groups_per_chunk)
+        real = index < bucket.n_groups
+        yield bucket.take_groups(np.where(real, index, 0), real)

@@ -31,7 +31,7 @@ import numpy as np
 import tomli_w
 
 from groksweep.optim import OPTIMIZER_PARAMS
-from groksweep.params import DTYPE, SEED, Param, SpecError, unknown_name_error
+from groksweep.params import DTYPE, METHOD, SEED, Param, SpecError, unknown_name_error
 from groksweep.tasks import Task, get_task
 
 FIELDS = ("task", "steps", "log_points", "eps", "params", "axes")
@@ -123,7 +123,7 @@ class Sweep:
         given = set(self.params) | set(self.axes)
         names = list(self.axes)
         return [
-            task.resolve(base | dict(zip(names, point)), given)
+            _resolve_method(task, task.resolve(base | dict(zip(names, point)), given))
             for point in itertools.product(*self.axes.values())
         ]
 
@@ -134,7 +134,7 @@ class Sweep:
 
 def declared_params(task: Task) -> dict[str, Param]:
     """Every parameter a sweep of ``task`` may set: engine, optimizer and task parameters."""
-    return {"seed": SEED, "dtype": DTYPE, **OPTIMIZER_PARAMS, **task.params}
+    return {"seed": SEED, "dtype": DTYPE, "method": METHOD, **OPTIMIZER_PARAMS, **task.params}
 
 
 def log_schedule(steps: int, log_points: int) -> np.ndarray:
@@ -150,6 +150,19 @@ def log_schedule(steps: int, log_points: int) -> np.ndarray:
         previous = min(max(previous + 1, round(ideal)), steps - (n - 1 - i))
         points[i] = previous
     return np.concatenate([[0], points])
+
+
+def _resolve_method(task: Task, run: dict[str, Any]) -> dict[str, Any]:
+    """Replace method "auto" by the fastest exact method for the run; refuse impossible ones."""
+    exact = "spectral" in task.methods and run["optimizer"] == "gd"
+    if run["method"] == "auto":
+        return run | {"method": "spectral" if exact else "step"}
+    if run["method"] == "spectral" and not exact:
+        raise SpecError(
+            f"method spectral needs optimizer gd and a task that supports it ({task.name} with "
+            f"{run['optimizer']} does not)"
+        )
+    return run
 
 
 def _check(declared: dict[str, Param], kind: str, name: str, value: Any) -> Any:

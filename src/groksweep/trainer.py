@@ -1,26 +1,27 @@
-"""The compiled trainer: every run of a bucket, every step and every evaluation, in one program.
+"""The compiled trainer: every run of a chunk, every step and every evaluation, in one program.
 
 The program for a bucket is ``jit`` of::
 
-    draws  = vmap(task.sample)(seed keys)                 # one set of draws per group
-    state  = per_run(setup)(draws, hparams)               # vmap over groups, then over slots
+    draws  = vmap(task.sample)(seed keys)             # once per group (seed)
+    shared = vmap(vmap(task.share))(draws, ...)       # once per family (e.g. one N_tr)
+    state  = per_run(setup)                           # model, optimizer state, run constants
     scan over evaluation segments:
-        state   = per_run(n gradient steps)(draws, state)
-        metrics = per_run(task.evaluate)(draws, state)
+        state   = per_run(advance n steps)            # fori_loop of gradient steps, or a jump
+        metrics = per_run(task.evaluate)
 
-``per_run`` is the one place where single-run functions are batched: the outer ``vmap`` maps
-over groups (seeds), the inner one over the runs of a group, which read the group's draws
-unbatched, so their steps become matrix-matrix products over the group.
+``per_run`` is the one place where single-run functions are batched: ``vmap`` over groups, over
+the families of a group, then over the runs of a family. A family's data enters the innermost
+map unbatched, which turns its runs' steps into one matrix-matrix product.
 
 Hyperparameters and segment lengths are traced arrays, so new values of lr, gamma, alpha,
-n_train, steps, ... reuse the compiled program; only a new shape (bucket, number of groups or
-slots, number of log points or thresholds) compiles again.
+noise, steps, ... reuse the compiled program; only a new shape (bucket, chunk size, number of
+log points or thresholds) compiles again. The group axis is sharded over all local devices.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from groksweep.optim import make_optimizer
 from groksweep.plan import Bucket
@@ -49,46 +51,91 @@ def train(
     eps: np.ndarray,
     on_segment: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Train every run of ``bucket`` and return each metric as (groups, slots, time, ...).
+    """Train every run of ``bucket``; each metric comes back as (groups, families, slots, time, ...).
 
     ``times`` are the evaluation steps, starting at 0. ``on_segment(steps)`` is called from the
-    running program after each segment, with the number of steps that segment took.
+    running program after each segment with the number of steps it took. The number of groups
+    must be a multiple of the number of local devices (see :func:`device_count`).
     """
     shape = dict(bucket.shape)
     float64 = shape["dtype"] == "float64"
     with jax.enable_x64(float64):
         dtype = jnp.float64 if float64 else jnp.float32
+        by_group = NamedSharding(_mesh(), PartitionSpec("groups"))
+        seeds = jax.device_put(bucket.seeds, by_group)
         hparams = {
-            name: jnp.asarray(values, dtype=jnp.int32 if task_param_is_int(task, name) else dtype)
+            name: jax.device_put(np.asarray(values, np.int32 if _is_int(task, name) else dtype), by_group)
             for name, values in bucket.hparams.items()
         }
         segments = jnp.asarray(np.diff(times), dtype=jnp.int32)
         program = _program(task.name, bucket.shape)
         _segment_hook.append(on_segment or (lambda steps: None))
         try:
-            metrics = program(jnp.asarray(bucket.seeds), hparams, segments, jnp.asarray(eps, dtype))
-            metrics = jax.device_get(metrics)
+            metrics = jax.device_get(program(seeds, hparams, segments, jnp.asarray(eps, dtype)))
         finally:
             _segment_hook.pop()
-    return {name: np.moveaxis(np.asarray(value), 0, 2) for name, value in metrics.items()}
+    return {name: np.moveaxis(np.asarray(value), 0, 3) for name, value in metrics.items()}
 
 
-def task_param_is_int(task: Task, name: str) -> bool:
+def device_count() -> int:
+    """Local devices the group axis is sharded over."""
+    return jax.local_device_count()
+
+
+def state_bytes(task: Task, bucket: Bucket, n_times: int, n_eps: int) -> tuple[int, int, int]:
+    """Bytes held per group (draws), per family (shared data) and per run (model, optimizer
+    state, run constants, recorded metrics), from the shapes the program would produce."""
+    shape = dict(bucket.shape)
+    float64 = shape["dtype"] == "float64"
+    with jax.enable_x64(float64):
+        dtype = jnp.float64 if float64 else jnp.float32
+        hp = {n: jax.ShapeDtypeStruct((), jnp.int32 if _is_int(task, n) else dtype) for n in bucket.hparams}
+        draws = jax.eval_shape(lambda: task.sample(jax.random.key(0), shape, dtype))
+        shared = jax.eval_shape(lambda d, h: task.share(d, h, shape), draws, hp)
+        setup = functools.partial(_setup, task, shape)
+        state = jax.eval_shape(setup, {**draws, **shared}, hp)
+        eps = jax.ShapeDtypeStruct((n_eps,), dtype)
+        metrics = jax.eval_shape(lambda d, s, e: _evaluate(task, d, s, e), {**draws, **shared}, state, eps)
+    size = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
+    # Two copies of the state live across a step (old and new); metrics stack over time.
+    return size(draws), size(shared), 2 * size(state) + n_times * size(metrics)
+
+
+def _is_int(task: Task, name: str) -> bool:
     param = task.params.get(name)
     return param is not None and param.type is int
 
 
+def _mesh() -> Mesh:
+    return Mesh(np.array(jax.local_devices()), ("groups",))
+
+
 def _per_run(fn: Callable) -> Callable:
-    """Batch ``fn(draws, run_state, *shared)`` over groups, then over the runs of a group.
+    """Batch ``fn(data, run_state, *shared_args)`` over groups, families and runs.
 
-    The group's draws enter the inner map unbatched: that is what turns the runs of a group
-    into one matrix-matrix product. ``shared`` arguments are the same for every run."""
+    ``data`` is the group's draws merged with the family's shared data; it enters the map over
+    a family's runs unbatched. ``shared_args`` are the same for every run."""
 
-    def batched(draws, state, *shared):
-        per_group = lambda d, s: jax.vmap(lambda one: fn(d, one, *shared))(s)  # noqa: E731
-        return jax.vmap(per_group)(draws, state)
+    def batched(draws, shared, state, *args):
+        def per_family(d, sh, st):
+            return jax.vmap(lambda one: fn({**d, **sh}, one, *args))(st)
+
+        def per_group(d, sh, st):
+            return jax.vmap(lambda sh1, st1: per_family(d, sh1, st1))(sh, st)
+
+        return jax.vmap(per_group)(draws, shared, state)
 
     return batched
+
+
+def _setup(task: Task, shape: dict, data: dict, hp: dict) -> dict:
+    model, run = task.setup(data, hp, shape)
+    opt_state = make_optimizer(shape["optimizer"], hp).init(model)
+    return {"model": model, "opt": opt_state, "run": run, "hp": hp}
+
+
+def _evaluate(task: Task, data: dict, state: dict, eps) -> dict:
+    return task.evaluate(state["model"], {**data, **state["run"]}, state["hp"], eps)
 
 
 @functools.lru_cache(maxsize=None)
@@ -96,39 +143,40 @@ def _program(task_name: str, shape_items: tuple[tuple[str, Any], ...]) -> Callab
     task, shape = get_task(task_name), dict(shape_items)
     objective_grad = jax.grad(task.objective)
 
-    def setup(draws, hp):
-        model, run = task.setup(draws, hp, shape)
-        opt_state = make_optimizer(shape["optimizer"], hp).init(model)
-        return {"model": model, "opt": opt_state, "run": run, "hp": hp}
-
-    def advance(draws, state, n_steps):
+    def advance(data, state, n_steps):
+        data = {**data, **state["run"]}
+        if shape["method"] == "spectral":
+            return state | {"model": task.jump(state["model"], data, state["hp"], n_steps)}
         optimizer = make_optimizer(shape["optimizer"], state["hp"])
 
         def step(_, carry):
             model, opt_state = carry
-            grads = objective_grad(model, draws, state["run"], state["hp"])
-            updates, opt_state = optimizer.update(grads, opt_state, model)
+            updates, opt_state = optimizer.update(
+                objective_grad(model, data, state["hp"]), opt_state, model
+            )
             return optax.apply_updates(model, updates), opt_state
 
         model, opt_state = lax.fori_loop(0, n_steps, step, (state["model"], state["opt"]))
         return state | {"model": model, "opt": opt_state}
 
-    def evaluate(draws, state, eps):
-        return task.evaluate(state["model"], draws, state["run"], state["hp"], eps)
+    evaluate = functools.partial(_evaluate, task)
 
     def program(seeds, hparams, segments, eps):
         global _traces
         _traces += 1
         dtype = eps.dtype
         draws = jax.vmap(lambda seed: task.sample(jax.random.key(seed), shape, dtype))(seeds)
-        state = _per_run(setup)(draws, hparams)
+        family_hp = {name: hparams[name][:, :, 0] for name in task.shared_by}
+        share = lambda d, h: task.share(d, h, shape)  # noqa: E731
+        shared = jax.vmap(jax.vmap(share, in_axes=(None, 0)))(draws, family_hp)
+        state = _per_run(functools.partial(_setup, task, shape))(draws, shared, hparams)
 
         def segment(state, n_steps):
-            state = _per_run(advance)(draws, state, n_steps)
+            state = _per_run(advance)(draws, shared, state, n_steps)
             jax.debug.callback(_report_segment, n_steps)
-            return state, _per_run(evaluate)(draws, state, eps)
+            return state, _per_run(evaluate)(draws, shared, state, eps)
 
-        initial = _per_run(evaluate)(draws, state, eps)
+        initial = _per_run(evaluate)(draws, shared, state, eps)
         _, later = lax.scan(segment, state, segments)
         return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), initial, later)
 

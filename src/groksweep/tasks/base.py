@@ -1,9 +1,9 @@
 """The task interface that every model implements, and the random draws tasks share.
 
-A task describes one run: its declared parameters, the random draws of one seed, how a run
-turns those draws into a model and run-specific data, the objective that gradient steps follow,
-and the metrics recorded at each log point. All functions act on a *single* run; the trainer
-batches them with ``vmap`` in one place (:mod:`groksweep.trainer`).
+A task describes one run: its declared parameters, the random draws of one seed, the data
+runs derive from them, the objective that gradient steps follow, and the metrics recorded at
+each log point. All functions act on a *single* run, family or seed; the trainer batches them
+with ``vmap`` in one place (:mod:`groksweep.trainer`).
 
 Shapes come in a ``shape`` mapping holding every static parameter and, for padded parameters,
 the bucket's largest value; the run's own padded values arrive in ``hp`` as traced integers, so
@@ -26,16 +26,28 @@ PyTree = Any
 
 
 class Task:
-    """Base class of tasks. Subclasses set the class variables and implement the methods."""
+    """Base class of tasks. Subclasses set the class variables and implement the methods.
+
+    A run's data is a dict merged from three levels, each computed once where it is shared:
+    the seed's ``draws`` (:meth:`sample`), the family's ``shared`` data (:meth:`share`) and
+    the run's own constants (second output of :meth:`setup`).
+    """
 
     name: ClassVar[str]
     params: ClassVar[dict[str, Param]]
-    """Task parameters. Engine parameters (seed, dtype) and optimizer ones are added by the spec."""
+    """Task parameters. Engine parameters (seed, dtype, method) and optimizer ones are added by
+    the spec."""
     metrics: ClassVar[dict[str, tuple[str, ...]]]
     """Recorded metrics: data variable name -> its dims besides the grid axes and time."""
     max_padding: ClassVar[dict[str, float]] = {}
     """For padded parameters: the largest ratio of bucket maximum to a run's value before the
     planner opens a new shape bucket. Missing means unlimited."""
+    shared_by: ClassVar[tuple[str, ...]] = ()
+    """Parameters whose values (with the seed) fix the data :meth:`share` derives; runs that
+    agree on them form a family and step together as one matrix-matrix product."""
+    methods: ClassVar[tuple[str, ...]] = ("step",)
+    """Ways to advance a run: ``step`` (gradient steps) and, where implemented, ``spectral``
+    (:meth:`jump`, exact closed-form advance for gradient descent)."""
 
     def resolve(self, values: dict[str, Any], given: set[str]) -> dict[str, Any]:
         """Turn aliases into canonical parameters and check cross-parameter constraints.
@@ -45,7 +57,7 @@ class Task:
         """
         return values
 
-    def sample(self, key: Array, shape: Shape, dtype: Any) -> PyTree:
+    def sample(self, key: Array, shape: Shape, dtype: Any) -> dict[str, Array]:
         """All random draws of one seed at the bucket's padded shape.
 
         Draws must depend only on the key and on the shapes that define them, never on padding:
@@ -53,18 +65,26 @@ class Task:
         """
         raise NotImplementedError
 
-    def setup(self, data: PyTree, hp: Mapping[str, Array], shape: Shape) -> tuple[PyTree, PyTree]:
-        """Return ``(model, run_data)``: the initial trainable pytree and per-run constants."""
+    def share(self, draws: dict[str, Array], hp: Mapping[str, Array], shape: Shape) -> dict[str, Array]:
+        """Data derived from the draws and the ``shared_by`` values in ``hp``, once per family."""
+        return {}
+
+    def setup(self, data: dict[str, Array], hp: Mapping[str, Array], shape: Shape) -> tuple[PyTree, dict]:
+        """Return ``(model, run)``: the initial trainable pytree and the run's own constants."""
         raise NotImplementedError
 
-    def objective(self, model: PyTree, data: PyTree, run: PyTree, hp: Mapping[str, Array]) -> Array:
+    def objective(self, model: PyTree, data: dict[str, Array], hp: Mapping[str, Array]) -> Array:
         """Scalar whose gradient is the training-loss gradient (may differ by a constant)."""
         raise NotImplementedError
 
     def evaluate(
-        self, model: PyTree, data: PyTree, run: PyTree, hp: Mapping[str, Array], eps: Array
+        self, model: PyTree, data: dict[str, Array], hp: Mapping[str, Array], eps: Array
     ) -> dict[str, Array]:
         """Metrics at one log point, keyed as in :attr:`metrics`."""
+        raise NotImplementedError
+
+    def jump(self, model: PyTree, data: dict[str, Array], hp: Mapping[str, Array], n_steps: Array) -> PyTree:
+        """The model after ``n_steps`` steps of gradient descent, in closed form (``spectral``)."""
         raise NotImplementedError
 
 
