@@ -37,7 +37,9 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as err:
         raise SpecError(f"cannot create output directory {out}: {err.strerror}") from None
     (out / SPEC).write_text(sweep.to_toml())
-    ds = engine.run(sweep, progress=not args.quiet)
+    ds = engine.run(
+        sweep, progress=not args.quiet, memory_budget=args.memory_budget, chunk_size=args.chunk_size
+    )
     ph = phase.grokking_time(ds, level=args.level)
     results.save(ds, out / RESULTS)
     results.save(ph, out / PHASE)
@@ -69,11 +71,46 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="output directory")
     run.add_argument("--level", type=_level, default=0.95, help="accuracy level of the grokking time")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--memory-budget", type=_bytes, default=None, metavar="SIZE",
+        help="memory a chunk of runs may use, e.g. 4GB or 500MB (default: half the free host "
+        "memory, or 80%% of an accelerator's)",
+    )
+    run.add_argument("--chunk-size", type=_positive_int, default=None, metavar="N",
+                     help="at most N runs per compiled call")
     run.set_defaults(command=_run)
     plot = commands.add_parser("plot", help="redraw the figures of a finished run")
     plot.add_argument("dir", help="output directory of `groksweep run`")
     plot.set_defaults(command=_plot)
     return parser
+
+
+def _bytes(text: str) -> float:
+    units = {"KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40, "B": 1}
+    upper = text.strip().upper()
+    for unit, factor in units.items():
+        if upper.endswith(unit):
+            number = upper[: -len(unit)]
+            break
+    else:
+        number, factor = upper, 1
+    try:
+        value = float(number) * factor
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 4GB or 500MB)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
 
 
 def _level(text: str) -> float:

@@ -35,6 +35,7 @@ def run(
     data into matrix-matrix products (slower; kept as a reference). ``progress`` shows a bar
     counting run-steps.
     """
+    enable_compilation_cache()
     task = sweep.task_def
     times = sweep.times()
     eps = np.asarray(sweep.eps)
@@ -54,11 +55,24 @@ def run(
     ) as bar:
         for bucket, groups_per_chunk in buckets:
             for chunk in _chunks(bucket, groups_per_chunk):
-                on_segment = lambda steps, c=chunk: bar.update(steps * c.n_runs)  # noqa: E731
+                on_segment = (lambda steps, c=chunk: bar.update(steps * c.n_runs)) if progress else None
                 metrics = trainer.train(task, chunk, times, eps, on_segment)
                 for name, value in metrics.items():
                     outputs[name][chunk.run_index[chunk.valid]] = value[chunk.valid]
     return to_dataset(sweep, outputs, times)
+
+
+def enable_compilation_cache() -> None:
+    """Turn on JAX's persistent compilation cache, unless the user configured one or set
+    ``GROKSWEEP_COMPILATION_CACHE=0``. The directory is ``$GROKSWEEP_COMPILATION_CACHE`` or
+    ``~/.cache/groksweep/xla``. JAX does not persist programs with host callbacks, so only
+    runs without a progress bar (``progress=False``, ``--quiet``) reuse compiled programs
+    across processes."""
+    setting = os.environ.get("GROKSWEEP_COMPILATION_CACHE", "")
+    if setting == "0" or jax.config.jax_compilation_cache_dir:
+        return
+    default = os.path.join(os.path.expanduser("~"), ".cache", "groksweep", "xla")
+    jax.config.update("jax_compilation_cache_dir", setting or default)
 
 
 def default_memory_budget() -> float:

@@ -68,7 +68,7 @@ def train(
             for name, values in bucket.hparams.items()
         }
         segments = jnp.asarray(np.diff(times), dtype=jnp.int32)
-        program = _program(task.name, bucket.shape)
+        program = _program(task.name, bucket.shape, report=on_segment is not None)
         _segment_hook.append(on_segment or (lambda steps: None))
         try:
             metrics = jax.device_get(program(seeds, hparams, segments, jnp.asarray(eps, dtype)))
@@ -139,7 +139,9 @@ def _evaluate(task: Task, data: dict, state: dict, eps) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def _program(task_name: str, shape_items: tuple[tuple[str, Any], ...]) -> Callable:
+def _program(task_name: str, shape_items: tuple[tuple[str, Any], ...], report: bool) -> Callable:
+    """The compiled program of a bucket; ``report`` adds the host callback that feeds the
+    progress bar (JAX's persistent cache skips programs with callbacks)."""
     task, shape = get_task(task_name), dict(shape_items)
     objective_grad = jax.grad(task.objective)
 
@@ -173,7 +175,8 @@ def _program(task_name: str, shape_items: tuple[tuple[str, Any], ...]) -> Callab
 
         def segment(state, n_steps):
             state = _per_run(advance)(draws, shared, state, n_steps)
-            jax.debug.callback(_report_segment, n_steps)
+            if report:
+                jax.debug.callback(_report_segment, n_steps)
             return state, _per_run(evaluate)(draws, shared, state, eps)
 
         initial = _per_run(evaluate)(draws, shared, state, eps)
