@@ -143,7 +143,6 @@ def _program(task_name: str, shape_items: tuple[tuple[str, Any], ...], report: b
     """The compiled program of a bucket; ``report`` adds the host callback that feeds the
     progress bar (JAX's persistent cache skips programs with callbacks)."""
     task, shape = get_task(task_name), dict(shape_items)
-    objective_grad = jax.grad(task.objective)
 
     def advance(data, state, n_steps):
         data = {**data, **state["run"]}
@@ -154,7 +153,7 @@ def _program(task_name: str, shape_items: tuple[tuple[str, Any], ...], report: b
         def step(_, carry):
             model, opt_state = carry
             updates, opt_state = optimizer.update(
-                objective_grad(model, data, state["hp"]), opt_state, model
+                task.gradient(model, data, state["hp"]), opt_state, model
             )
             return optax.apply_updates(model, updates), opt_state
 

@@ -77,6 +77,10 @@ class Task:
         """Scalar whose gradient is the training-loss gradient (may differ by a constant)."""
         raise NotImplementedError
 
+    def gradient(self, model: PyTree, data: dict[str, Array], hp: Mapping[str, Array]) -> PyTree:
+        """Gradient of :meth:`objective`; autodiff unless a task knows a cheaper closed form."""
+        return jax.grad(self.objective)(model, data, hp)
+
     def evaluate(
         self, model: PyTree, data: dict[str, Array], hp: Mapping[str, Array], eps: Array
     ) -> dict[str, Array]:

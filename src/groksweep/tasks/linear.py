@@ -112,6 +112,11 @@ class Linear(Task):
         quadratic = jnp.sum(d * (data["gram"] @ d)) - 2.0 * jnp.sum(d * data["noise_drive"])
         return quadratic / hp["d_out"].astype(d.dtype)
 
+    def gradient(self, model, data, hp):
+        # Autodiff of D.(Sigma D) would compute Sigma D + Sigma^T D: two products for one.
+        d = model - data["teacher"]
+        return 2.0 * (data["gram"] @ d - data["noise_drive"]) / hp["d_out"].astype(d.dtype)
+
     def jump(self, model, data, hp, n_steps):
         """Exact gradient descent in the eigenbasis of Sigma: each direction obeys
         D <- (1 - q) D + c with q = lr (2 nu / d_out + gamma), c = lr (2 e / d_out - gamma T)."""

@@ -1,0 +1,285 @@
+"""Throughput of groksweep against the alternatives, on one machine, in one run.
+
+    python benchmarks/bench_linear.py [--quick] [--json results.json]
+
+Workload (issue spec): the linear task, d_in = 200, d_out = 1, lr = 0.01, 20 000 steps,
+200 log points, 256 runs (16 lam x 16 seeds), eps = 1e-3, n_test = 10 000. Contenders, each
+in its own subprocess so that compile time and peak memory are its own:
+
+1. ``groksweep-step``: ``groksweep.run`` with gradient steps (``method = "step"``);
+2. ``groksweep-spectral``: ``groksweep.run`` with its default for this workload, the exact
+   spectral jump;
+3. ``bare``: a hand-written ``jit(vmap(vmap(scan)))`` of the same Gram-matrix update and the
+   same evaluations, on pre-drawn data: the floor for engine overhead;
+4. ``jax-loop``: one jitted run at a time, as a JAX user writes first (a subset of runs,
+   throughput extrapolated per run-step);
+5. ``torch-loop``: PyTorch, one config at a time, X @ S forward, MSE, backward, SGD step, as
+   the papers trained (a subset of runs; needs ``pip install torch==2.13.0``).
+
+Also measured: data-sharing families against the per-run path on a gamma x d_out grid, the
+spectral jump against gradient steps at 10^5 steps, and the machine's peak FLOP/s and memory
+bandwidth, against which achieved rates are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+D_IN, D_OUT, LR, STEPS, LOG_POINTS, EPS, N_TEST = 200, 1, 0.01, 20_000, 200, 1e-3, 10_000
+LAMS = list(np.round(np.linspace(0.1, 0.9, 16), 4))
+SEEDS = list(range(16))
+
+
+def spec(quick: bool, **params) -> dict:
+    seeds = SEEDS[:4] if quick else SEEDS
+    return dict(
+        task="linear", steps=STEPS // 4 if quick else STEPS, log_points=LOG_POINTS, eps=[EPS],
+        params={"d_in": D_IN, "d_out": D_OUT, "lr": LR, "n_test": N_TEST} | params,
+        axes={"lam": LAMS, "seed": seeds},
+    )
+
+
+def flops_per_run_step() -> float:
+    """Multiply-adds of one Gram-matrix step, times two."""
+    return 2.0 * D_IN * D_IN * D_OUT
+
+
+# --- contenders, each run in a subprocess -----------------------------------------------------
+def groksweep_contender(quick: bool, method: str, share_data: bool = True, sweep=None) -> dict:
+    import groksweep as gs
+
+    sweep = gs.Sweep.from_dict(sweep or spec(quick, method=method))
+    start = time.perf_counter()
+    gs.run(sweep, progress=False, share_data=share_data)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    gs.run(sweep, progress=False, share_data=share_data)
+    steady = time.perf_counter() - start
+    return {"runs": sweep.n_runs, "steps": sweep.steps, "seconds": steady, "compile_s": first - steady}
+
+
+def bare_contender(quick: bool) -> dict:
+    """The same update and evaluations, hand-written: jit(vmap over seeds(vmap over lam(scan)))."""
+    import jax
+    import jax.numpy as jnp
+
+    s = spec(quick)
+    steps, seeds = s["steps"], s["axes"]["seed"]
+    n_max = round(D_IN / min(LAMS))
+    n_train = jnp.array([round(D_IN / lam) for lam in LAMS])
+    times = np.unique(np.round(np.geomspace(1, steps, LOG_POINTS)).astype(int))
+    segments = jnp.asarray(np.diff(np.concatenate([[0], times])), jnp.int32)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((len(seeds), n_max, D_IN)), jnp.float32)
+    x_test = jnp.asarray(rng.standard_normal((len(seeds), N_TEST, D_IN)), jnp.float32)
+    scale = 1 / np.sqrt(2 * D_IN * D_OUT)
+    t = jnp.asarray(rng.standard_normal((len(seeds), D_IN, D_OUT)) * scale, jnp.float32)
+    s0 = jnp.asarray(rng.standard_normal((len(seeds), D_IN, D_OUT)) * scale, jnp.float32)
+
+    def one_run(x, x_test, t, s0, n):
+        rows = (jnp.arange(n_max) < n).astype(jnp.float32)
+        xm = x * rows[:, None]
+        gram = xm.T @ xm / n
+
+        def metrics(d):
+            train_err = jnp.sum((x @ d) ** 2, axis=1) / D_OUT
+            test_err = jnp.sum((x_test @ d) ** 2, axis=1) / D_OUT
+            return (jnp.sum(train_err * rows) / n, jnp.mean(test_err),
+                    jnp.sum((train_err < EPS) * rows) / n, jnp.mean(test_err < EPS))
+
+        def segment(d, k):
+            d = jax.lax.fori_loop(0, k, lambda _, d: d - LR * (2 / D_OUT) * (gram @ d), d)
+            return d, metrics(d)
+
+        return jax.lax.scan(segment, s0 - t, segments)[1]
+
+    per_seed = jax.vmap(one_run, in_axes=(None, None, None, None, 0))
+    program = jax.jit(jax.vmap(per_seed, in_axes=(0, 0, 0, 0, None)))
+    start = time.perf_counter()
+    jax.block_until_ready(program(x, x_test, t, s0, n_train))
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    jax.block_until_ready(program(x, x_test, t, s0, n_train))
+    steady = time.perf_counter() - start
+    return {"runs": len(seeds) * len(LAMS), "steps": steps, "seconds": steady, "compile_s": first - steady}
+
+
+def jax_loop_contender(quick: bool) -> dict:
+    """One jitted run per config; N_tr is a shape, so every lam compiles again."""
+    import jax
+    import jax.numpy as jnp
+
+    steps = spec(quick)["steps"]
+    times = np.unique(np.round(np.geomspace(1, steps, LOG_POINTS)).astype(int))
+    rng = np.random.default_rng(0)
+    x_test = jnp.asarray(rng.standard_normal((N_TEST, D_IN)), jnp.float32)
+    lams = LAMS[:: 4 if quick else 2]
+    start = time.perf_counter()
+    for lam in lams:
+        n = round(D_IN / lam)
+        x = jnp.asarray(rng.standard_normal((n, D_IN)), jnp.float32)
+        d = jnp.asarray(rng.standard_normal((D_IN, D_OUT)) / np.sqrt(D_IN), jnp.float32)
+
+        @jax.jit
+        def advance(d, k, x=x):
+            grad = lambda d: 2 / (n * D_OUT) * x.T @ (x @ d)  # noqa: E731
+            return jax.lax.fori_loop(0, k, lambda _, d: d - LR * grad(d), d)
+
+        @jax.jit
+        def evaluate(d, x=x):
+            return jnp.mean((x @ d) ** 2), jnp.mean((x_test @ d) ** 2)
+
+        previous = 0
+        for t in times:
+            d = advance(d, int(t - previous))
+            jax.block_until_ready(evaluate(d))
+            previous = t
+    return {"runs": len(lams), "steps": steps, "seconds": time.perf_counter() - start, "compile_s": None}
+
+
+def torch_loop_contender(quick: bool) -> dict:
+    import torch
+
+    steps = spec(quick)["steps"] // (4 if quick else 2)  # a subset of steps; throughput is per step
+    times = set(np.unique(np.round(np.geomspace(1, steps, LOG_POINTS)).astype(int)).tolist())
+    lams = LAMS[:: 8 if quick else 4]
+    x_test = torch.randn(N_TEST, D_IN)
+    start = time.perf_counter()
+    for lam in lams:
+        n = round(D_IN / lam)
+        x = torch.randn(n, D_IN)
+        teacher = torch.nn.Linear(D_IN, D_OUT, bias=False)
+        student = torch.nn.Linear(D_IN, D_OUT, bias=False)
+        with torch.no_grad():
+            y, y_test = teacher(x), teacher(x_test)
+        opt = torch.optim.SGD(student.parameters(), lr=LR)
+        for step in range(1, steps + 1):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(student(x), y)
+            loss.backward()
+            opt.step()
+            if step in times:
+                with torch.no_grad():
+                    err = ((student(x_test) - y_test) ** 2).mean(1)
+                    (err < EPS).float().mean().item()
+    return {"runs": len(lams), "steps": steps, "seconds": time.perf_counter() - start, "compile_s": None}
+
+
+def sharing_grid(quick: bool) -> dict:
+    """Fig. 7's gamma x d_out grid at one lam: every run of a seed shares its training set."""
+    return dict(
+        task="linear", steps=2000 if quick else 10_000, log_points=50, eps=[EPS],
+        params={"d_in": D_IN, "lam": 0.5, "lr": LR, "n_test": 2000, "method": "step"},
+        axes={"gamma": list(np.geomspace(1e-4, 1e-1, 8)), "d_out": [1, 2, 3, 4], "seed": [0, 1]},
+    )
+
+
+def long_grid(quick: bool, method: str) -> dict:
+    """10^5 steps of 16 runs: where the spectral jump's cost no longer grows with steps."""
+    return dict(
+        task="linear", steps=20_000 if quick else 100_000, log_points=LOG_POINTS, eps=[EPS],
+        params={"d_in": D_IN, "lr": LR, "n_test": N_TEST, "method": method},
+        axes={"lam": [0.3, 0.5, 0.7, 0.9], "seed": [0, 1, 2, 3]},
+    )
+
+
+def machine_peaks() -> dict:
+    """Best of a few large float32 matmuls (FLOP/s) and array copies (bytes/s)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((2048, 2048), jnp.float32)
+    matmul = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(matmul(a))
+    best = min(_timed(lambda: jax.block_until_ready(matmul(a))) for _ in range(5))
+    flops = 2 * 2048**3 / best
+    big = jnp.ones(64 * 2**20, jnp.float32)
+    copy = jax.jit(lambda v: v * 2.0)
+    jax.block_until_ready(copy(big))
+    best = min(_timed(lambda: jax.block_until_ready(copy(big))) for _ in range(5))
+    return {"peak_flops": flops, "peak_bytes_per_s": 2 * big.nbytes / best}
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+CONTENDERS = {
+    "groksweep-step": lambda q: groksweep_contender(q, "step"),
+    "groksweep-spectral": lambda q: groksweep_contender(q, "spectral"),
+    "bare": bare_contender,
+    "jax-loop": jax_loop_contender,
+    "torch-loop": torch_loop_contender,
+    "shared-families": lambda q: groksweep_contender(q, "step", True, sharing_grid(q)),
+    "per-run": lambda q: groksweep_contender(q, "step", False, sharing_grid(q)),
+    "long-step": lambda q: groksweep_contender(q, "step", True, long_grid(q, "step")),
+    "long-spectral": lambda q: groksweep_contender(q, "spectral", True, long_grid(q, "spectral")),
+    "peaks": lambda q: machine_peaks(),
+}
+
+
+def _child(name: str, quick: bool) -> None:
+    result = CONTENDERS[name](quick)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a quarter of the steps, 4 seeds")
+    parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--only", nargs="*", choices=list(CONTENDERS), help="run only these")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return _child(args.child, args.quick)
+    results = {}
+    for name in args.only or CONTENDERS:
+        command = [sys.executable, __file__, "--child", name] + (["--quick"] if args.quick else [])
+        env = os.environ | {"GROKSWEEP_COMPILATION_CACHE": "0"}
+        out = subprocess.run(command, capture_output=True, text=True, env=env)
+        if out.returncode != 0:
+            print(f"{name}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
+            continue
+        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{name}: {results[name]}", file=sys.stderr)
+    print(report(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+def report(results: dict) -> str:
+    peaks = results.get("peaks", {})
+    rows = ["| contender | runs x steps | seconds | run-steps/s | vs groksweep-step | GFLOP/s | "
+            "% peak FLOP/s | compile s | peak RSS MB |", "|---" * 9 + "|"]
+    rate = {n: r["runs"] * r["steps"] / r["seconds"] for n, r in results.items() if "runs" in r}
+    for name, r in results.items():
+        if "runs" not in r:
+            continue
+        flops = rate[name] * flops_per_run_step()
+        pct = 100 * flops / peaks["peak_flops"] if peaks and "spectral" not in name else float("nan")
+        ratio = rate.get("groksweep-step", float("nan")) / rate[name]
+        compile_s = f"{r['compile_s']:.1f}" if r.get("compile_s") is not None else "-"
+        rows.append(
+            f"| {name} | {r['runs']} x {r['steps']} | {r['seconds']:.2f} | {rate[name]:.3g} | "
+            f"{ratio:.3g} | {flops / 1e9:.2f} | {pct:.0f} | {compile_s} | {r['peak_rss_mb']:.0f} |"
+        )
+    if peaks:
+        rows.append(f"\nmachine peaks: {peaks['peak_flops'] / 1e9:.1f} GFLOP/s (float32 matmul), "
+                    f"{peaks['peak_bytes_per_s'] / 1e9:.1f} GB/s (array copy)")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()
