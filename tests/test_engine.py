@@ -179,3 +179,22 @@ def test_memory_budget_splits_groups_and_refuses_what_cannot_fit():
         np.testing.assert_allclose(small[name].values, whole[name].values, rtol=1e-5, atol=1e-9)
     with pytest.raises(gs.SpecError, match="over the memory budget"):
         gs.run(spec, progress=False, memory_budget=1e4)
+
+
+def test_divergent_runs_are_flagged_and_isolated():
+    # lr = 2 makes gradient descent on this Gram matrix blow up; the other runs must not notice.
+    axes = {"lr": [0.01, 2.0, 0.05], "seed": [0, 1]}
+    both = gs.run(sweep(axes, method="step", steps=2000, log_points=20), progress=False)
+    alone = gs.run(sweep({"lr": [0.01, 0.05], "seed": [0, 1]}, method="step", steps=2000, log_points=20),
+                   progress=False)
+    assert both.diverged.sel(lr=2.0).all() and not both.diverged.sel(lr=[0.01, 0.05]).any()
+    at = both.diverged_at.sel(lr=2.0)
+    assert (at > 0).all() and (both.diverged_at.sel(lr=[0.01, 0.05]) == -1).all()
+    loss = both.train_loss.sel(lr=2.0)
+    assert loss.where(both.time >= at).isnull().all()  # NaN from the divergence on...
+    assert np.isfinite(loss.where(both.time < at, 0.0)).all()  # ...finite before it
+    for name in METRICS:
+        np.testing.assert_array_equal(both[name].sel(lr=[0.01, 0.05]).values, alone[name].values)
+    phase = gs.grokking_time(both)
+    assert phase.diverged.sel(lr=2.0).all()
+    assert not phase.test_censored.sel(lr=2.0).any() and not phase.train_censored.sel(lr=2.0).any()

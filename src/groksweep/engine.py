@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -30,7 +31,9 @@ def run(
 
     Runs are planned into shape buckets (one compiled program each) and every bucket is cut
     into chunks of equal shape that fit ``memory_budget`` bytes (default: :func:`default_memory_budget`)
-    and hold at most ``chunk_size`` runs. Results do not depend on the chunking.
+    and hold at most ``chunk_size`` runs; on a CPU, without ``chunk_size``, a chunk's working
+    set is also kept within the L2 cache, which is several times faster than streaming it from
+    memory. Results do not depend on the chunking.
     ``share_data=False`` steps every run alone instead of batching runs that share training
     data into matrix-matrix products (slower; kept as a reference). ``progress`` shows a bar
     counting run-steps.
@@ -45,6 +48,7 @@ def run(
         name: np.full((sweep.n_runs, len(times), *(sizes[d] for d in dims)), np.nan)
         for name, dims in task.metrics.items()
     }
+    diverged_at = np.full(sweep.n_runs, -1, dtype=np.int64)
     buckets = [
         chunked(task, b, len(times), len(eps), budget, chunk_size)
         for b in plan(task, sweep.runs(), share_data)
@@ -57,9 +61,11 @@ def run(
             for chunk in _chunks(bucket, groups_per_chunk):
                 on_segment = (lambda steps, c=chunk: bar.update(steps * c.n_runs)) if progress else None
                 metrics = trainer.train(task, chunk, times, eps, on_segment)
+                where = chunk.run_index[chunk.valid]
+                diverged_at[where] = metrics.pop("diverged_at")[chunk.valid]
                 for name, value in metrics.items():
-                    outputs[name][chunk.run_index[chunk.valid]] = value[chunk.valid]
-    return to_dataset(sweep, outputs, times)
+                    outputs[name][where] = value[chunk.valid]
+    return to_dataset(sweep, outputs, times, diverged_at)
 
 
 def enable_compilation_cache() -> None:
@@ -91,7 +97,8 @@ def chunked(
     bucket and how many of its groups a chunk holds (a multiple of the device count)."""
     per_group, per_family, per_run = trainer.state_bytes(task, bucket, n_times, n_eps)
     _, families, slots = bucket.run_index.shape
-    max_runs = max_runs or families * slots
+    chunk_size_given = max_runs is not None
+    max_runs = max_runs or bucket.n_runs
 
     def group_bytes(f: int, s: int) -> float:
         return per_group + f * per_family + f * s * per_run
@@ -107,10 +114,27 @@ def chunked(
         )
     if (families, slots) != bucket.run_index.shape[1:]:
         bucket = bucket.split(families, slots)
-    fit = int(min(budget // group_bytes(families, slots), max_runs // (families * slots)))
+    fit = min(budget // group_bytes(families, slots), max_runs // (families * slots))
+    if not chunk_size_given and jax.default_backend() == "cpu":
+        # A CPU step streams every run's state and its family's data: a chunk whose working set
+        # stays in cache runs several times faster than one that spills to memory.
+        fit = min(fit, cache_bytes() // (group_bytes(families, slots) - per_group))
     devices = trainer.device_count()
-    groups = min(max(fit, 1), bucket.n_groups)
+    groups = min(max(int(fit), 1), bucket.n_groups)
     return bucket, max(devices, groups - groups % devices)
+
+
+def cache_bytes() -> int:
+    """The host's level-2 cache over all cores, from Linux's sysfs (1 MiB per core if unknown)."""
+    per_core = 2**20
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            if (index / "level").read_text().strip() == "2":
+                size = (index / "size").read_text().strip().upper()
+                per_core = int(size.rstrip("KMB")) * {"K": 2**10, "M": 2**20}.get(size[-1], 1)
+        except (OSError, ValueError):
+            continue
+    return per_core * (os.cpu_count() or 1)
 
 
 def _chunks(bucket: Bucket, groups_per_chunk: int):

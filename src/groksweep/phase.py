@@ -4,7 +4,8 @@ The grokking time of a run is the first time its train (or test) accuracy reache
 interpolated linearly in log-time between the two evaluation points around the crossing
 (linearly in time when the earlier point is step 0). A run that never reaches the level within
 its steps is *censored*: its time is NaN and a boolean flag says so. It is never reported as
-the last step. ``delta_t = t_test - t_train`` is NaN when either is censored.
+the last step. ``delta_t = t_test - t_train`` is NaN when either is censored. A run whose loss
+diverged is flagged ``diverged`` instead, and is not counted as censored (no grokking).
 """
 
 from __future__ import annotations
@@ -39,14 +40,16 @@ def grokking_time(
         raise ValueError(f"on must be 'accuracy' or 'loss', got {on!r}")
 
     out = xr.Dataset(attrs=attrs | {"spec": ds.attrs.get("spec", "")})
+    diverged = ds["diverged"] if "diverged" in ds else xr.zeros_like(ds["train_loss"].isel(time=0), bool)
     for role, values in series.items():
         t = xr.apply_ufunc(
             first_crossing, values, ds["time"], kwargs={"level": level},
             input_core_dims=[["time"], ["time"]],
         )
         out[f"t_{role}"] = t
-        out[f"{role}_censored"] = t.isnull()
+        out[f"{role}_censored"] = t.isnull() & ~diverged
     out["delta_t"] = out["t_test"] - out["t_train"]
+    out["diverged"] = diverged
     return out
 
 
@@ -89,4 +92,5 @@ def reduce_seeds(phase: xr.Dataset, dim: str = "seed") -> xr.Dataset:
             out[f"{name}_{label}"] = value.where(value < sentinel * 1e-3)
     for role in ROLES:
         out[f"{role}_censored_fraction"] = phase[f"{role}_censored"].mean(dim)
+    out["diverged_fraction"] = phase["diverged"].mean(dim)
     return out

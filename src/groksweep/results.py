@@ -1,7 +1,9 @@
 """Trajectories as a labelled ``xarray.Dataset``, and its file format (netCDF).
 
 Layout: every metric of the task is a data variable with dims ``(*axes, *extra, "time")``
-(``extra`` is ``("eps",)`` for accuracies). Coordinates: each axis with its values in the spec's
+(``extra`` is ``("eps",)`` for accuracies). ``diverged`` (bool) and ``diverged_at`` (the first
+evaluation step at which a run's loss or weights were not finite, -1 if never) have dims
+``axes``; a diverged run's metrics are NaN from that step on. Coordinates: each axis with its values in the spec's
 order, ``eps``, and ``time`` in integer steps. Attributes: the spec as TOML text, the groksweep
 and JAX versions, and the device.
 """
@@ -17,14 +19,22 @@ import xarray as xr
 from groksweep.spec import Sweep
 
 
-def to_dataset(sweep: Sweep, outputs: dict[str, np.ndarray], times: np.ndarray) -> xr.Dataset:
-    """Label ``outputs`` (metric -> (runs, time, *extra), grid order) as a Dataset."""
+def to_dataset(
+    sweep: Sweep, outputs: dict[str, np.ndarray], times: np.ndarray, diverged_at: np.ndarray
+) -> xr.Dataset:
+    """Label ``outputs`` (metric -> (runs, time, *extra), grid order) as a Dataset, with the
+    per-run ``diverged`` flag and ``diverged_at`` step (-1 where the run did not diverge)."""
     axes = list(sweep.axes)
     sizes = {"eps": len(sweep.eps)}
     data_vars = {}
     for name, extra in sweep.task_def.metrics.items():
         value = outputs[name].reshape(*sweep.shape, len(times), *(sizes[d] for d in extra))
         data_vars[name] = (axes + ["time", *extra], value)
+    diverged_at = diverged_at.reshape(sweep.shape)
+    data_vars["diverged"] = (axes, diverged_at >= 0)
+    data_vars["diverged_at"] = (
+        axes, diverged_at, {"description": "first evaluation step with non-finite loss or weights; -1: never"}
+    )
     coords = {name: list(values) for name, values in sweep.axes.items()}
     coords |= {"eps": list(sweep.eps), "time": times}
     ds = xr.Dataset(data_vars, coords=coords)

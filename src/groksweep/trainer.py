@@ -51,7 +51,9 @@ def train(
     eps: np.ndarray,
     on_segment: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Train every run of ``bucket``; each metric comes back as (groups, families, slots, time, ...).
+    """Train every run of ``bucket``; each metric comes back as (groups, families, slots, time, ...),
+    and ``diverged_at`` as (groups, families, slots): the first evaluation step at which the run's
+    loss or weights were not finite, -1 for runs that did not diverge.
 
     ``times`` are the evaluation steps, starting at 0. ``on_segment(steps)`` is called from the
     running program after each segment with the number of steps it took. The number of groups
@@ -71,10 +73,13 @@ def train(
         program = _program(task.name, bucket.shape, report=on_segment is not None)
         _segment_hook.append(on_segment or (lambda steps: None))
         try:
-            metrics = jax.device_get(program(seeds, hparams, segments, jnp.asarray(eps, dtype)))
+            metrics, diverged_at = jax.device_get(
+                program(seeds, hparams, segments, jnp.asarray(eps, dtype))
+            )
         finally:
             _segment_hook.pop()
-    return {name: np.moveaxis(np.asarray(value), 0, 3) for name, value in metrics.items()}
+    out = {name: np.moveaxis(np.asarray(value), 0, 3) for name, value in metrics.items()}
+    return out | {"diverged_at": np.asarray(diverged_at)}
 
 
 def device_count() -> int:
@@ -171,18 +176,42 @@ def _program(task_name: str, shape_items: tuple[tuple[str, Any], ...], report: b
         share = lambda d, h: task.share(d, h, shape)  # noqa: E731
         shared = jax.vmap(jax.vmap(share, in_axes=(None, 0)))(draws, family_hp)
         state = _per_run(functools.partial(_setup, task, shape))(draws, shared, hparams)
+        state["diverged_at"] = jnp.full(seeds.shape + hparams["lr"].shape[1:], -1, jnp.int32)
 
-        def segment(state, n_steps):
+        def observe(state, step):
+            """Metrics at ``step``; a run whose loss or weights stopped being finite is marked
+            diverged at its first such evaluation and reports NaN from then on."""
+            metrics = _per_run(evaluate)(draws, shared, state, eps)
+            finite = _per_run(_finite)(draws, shared, state) & jnp.isfinite(metrics["train_loss"])
+            diverged_at = jnp.where(~finite & (state["diverged_at"] < 0), step, state["diverged_at"])
+            gone = diverged_at >= 0
+            metrics = jax.tree.map(lambda m: jnp.where(_expand(gone, m), jnp.nan, m), metrics)
+            return state | {"diverged_at": diverged_at}, metrics
+
+        def segment(carry, n_steps):
+            state, step = carry
             state = _per_run(advance)(draws, shared, state, n_steps)
             if report:
                 jax.debug.callback(_report_segment, n_steps)
-            return state, _per_run(evaluate)(draws, shared, state, eps)
+            state, metrics = observe(state, step + n_steps)
+            return (state, step + n_steps), metrics
 
-        initial = _per_run(evaluate)(draws, shared, state, eps)
-        _, later = lax.scan(segment, state, segments)
-        return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), initial, later)
+        state, initial = observe(state, 0)
+        (state, _), later = lax.scan(segment, (state, jnp.int32(0)), segments)
+        metrics = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), initial, later)
+        return metrics, state["diverged_at"]
 
     return jax.jit(program)
+
+
+def _finite(data: dict, state: dict) -> jax.Array:
+    leaves = jax.tree.leaves(state["model"])
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
+def _expand(mask: jax.Array, like: jax.Array) -> jax.Array:
+    """``mask`` (groups, families, slots) broadcast against a (..., time?, extra) metric."""
+    return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
 
 
 def _report_segment(n_steps: Any) -> None:
