@@ -10,7 +10,8 @@ in its own subprocess so that compile time and peak memory are its own:
 2. ``groksweep-spectral``: ``groksweep.run`` with its default for this workload, the exact
    spectral jump;
 3. ``bare``: a hand-written ``jit(vmap(vmap(scan)))`` of the same Gram-matrix update and the
-   same evaluations, on pre-drawn data: the floor for engine overhead;
+   same evaluations, on pre-drawn data: the floor for engine overhead; ``bare-chunked`` calls
+   it one seed (16 runs) at a time, the cache-sized chunks groksweep picks on a CPU;
 4. ``jax-loop``: one jitted run at a time, as a JAX user writes first (a subset of runs,
    throughput extrapolated per run-step);
 5. ``torch-loop``: PyTorch, one config at a time, X @ S forward, MSE, backward, SGD step, as
@@ -66,8 +67,9 @@ def groksweep_contender(quick: bool, method: str, share_data: bool = True, sweep
     return {"runs": sweep.n_runs, "steps": sweep.steps, "seconds": steady, "compile_s": first - steady}
 
 
-def bare_contender(quick: bool) -> dict:
-    """The same update and evaluations, hand-written: jit(vmap over seeds(vmap over lam(scan)))."""
+def bare_contender(quick: bool, seeds_per_call: int | None = None) -> dict:
+    """The same update and evaluations, hand-written: jit(vmap over seeds(vmap over lam(scan))),
+    called on all seeds at once or, like groksweep's cache-sized chunks, a few seeds a call."""
     import jax
     import jax.numpy as jnp
 
@@ -102,12 +104,19 @@ def bare_contender(quick: bool) -> dict:
         return jax.lax.scan(segment, s0 - t, segments)[1]
 
     per_seed = jax.vmap(one_run, in_axes=(None, None, None, None, 0))
-    program = jax.jit(jax.vmap(per_seed, in_axes=(0, 0, 0, 0, None)))
+    compiled = jax.jit(jax.vmap(per_seed, in_axes=(0, 0, 0, 0, None)))
+    step = seeds_per_call or len(seeds)
+
+    def program():
+        for i in range(0, len(seeds), step):
+            part = slice(i, i + step)
+            jax.block_until_ready(compiled(x[part], x_test[part], t[part], s0[part], n_train))
+
     start = time.perf_counter()
-    jax.block_until_ready(program(x, x_test, t, s0, n_train))
+    program()
     first = time.perf_counter() - start
     start = time.perf_counter()
-    jax.block_until_ready(program(x, x_test, t, s0, n_train))
+    program()
     steady = time.perf_counter() - start
     return {"runs": len(seeds) * len(LAMS), "steps": steps, "seconds": steady, "compile_s": first - steady}
 
@@ -218,6 +227,7 @@ CONTENDERS = {
     "groksweep-step": lambda q: groksweep_contender(q, "step"),
     "groksweep-spectral": lambda q: groksweep_contender(q, "spectral"),
     "bare": bare_contender,
+    "bare-chunked": lambda q: bare_contender(q, seeds_per_call=1),
     "jax-loop": jax_loop_contender,
     "torch-loop": torch_loop_contender,
     "shared-families": lambda q: groksweep_contender(q, "step", True, sharing_grid(q)),

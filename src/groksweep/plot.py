@@ -201,7 +201,8 @@ def figures_for(ds: xr.Dataset, phase: xr.Dataset, out_dir: str | Path) -> list[
     if len(grid) >= 2:
         rest = {a: phase[a].values[0] for a in grid[2:]}
         paths.append(out / "phase_diagram.png")
-        phase_diagram(phase, grid[0], grid[1], path=paths[-1], **rest)
+        diverged = phase["diverged"] if "diverged" in phase else None
+        phase_diagram(phase, grid[0], grid[1], path=paths[-1], diverged=diverged, **rest)
     elif len(grid) == 1:
         paths.append(out / "delta_t.png")
         delta_t_curve(phase, grid[0], path=paths[-1])
