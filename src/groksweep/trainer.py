@@ -154,15 +154,14 @@ def _program(task_name: str, shape_items: tuple[tuple[str, Any], ...], report: b
         if shape["method"] == "spectral":
             return state | {"model": task.jump(state["model"], data, state["hp"], n_steps)}
         optimizer = make_optimizer(shape["optimizer"], state["hp"])
-
-        def step(_, carry):
+        def step(carry):
             model, opt_state = carry
             updates, opt_state = optimizer.update(
                 task.gradient(model, data, state["hp"]), opt_state, model
             )
             return optax.apply_updates(model, updates), opt_state
 
-        model, opt_state = lax.fori_loop(0, n_steps, step, (state["model"], state["opt"]))
+        model, opt_state = _repeat(step, n_steps, (state["model"], state["opt"]))
         return state | {"model": model, "opt": opt_state}
 
     evaluate = functools.partial(_evaluate, task)
@@ -202,6 +201,17 @@ def _program(task_name: str, shape_items: tuple[tuple[str, Any], ...], report: b
         return metrics, state["diverged_at"]
 
     return jax.jit(program)
+
+
+UNROLL = 8
+
+
+def _repeat(fn: Callable, n: jax.Array, carry: Any) -> Any:
+    """``fn`` applied ``n`` (traced) times. The loop body holds ``UNROLL`` applications, which
+    amortises the per-iteration cost of a while loop over small steps."""
+    unrolled = lambda _, c: functools.reduce(lambda acc, _: fn(acc), range(UNROLL), c)  # noqa: E731
+    carry = lax.fori_loop(0, n // UNROLL, unrolled, carry)
+    return lax.fori_loop(0, n % UNROLL, lambda _, c: fn(c), carry)
 
 
 def _finite(data: dict, state: dict) -> jax.Array:
