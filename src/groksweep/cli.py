@@ -1,19 +1,26 @@
 """Command line: ``groksweep run SPEC.toml --out DIR`` and ``groksweep plot DIR``.
 
-``run`` writes ``DIR/spec.toml`` (the normalised spec), ``DIR/results.nc`` (trajectories),
-``DIR/phase.nc`` (grokking times) and the default figures as ``DIR/*.png``. ``plot`` redraws
-the figures from the saved files. Errors in the input are printed as one line, exit code 2.
+``run`` writes ``DIR/spec.toml`` (the normalised spec), ``DIR/chunks/`` (each finished chunk,
+written atomically), ``DIR/log.txt``, ``DIR/results.nc`` (trajectories), ``DIR/phase.nc``
+(grokking times) and the default figures as ``DIR/*.png``. Running the same command again
+resumes from the saved chunks; a DIR holding a different sweep is refused unless
+``--overwrite``. Ctrl-C stops after the current chunk is saved (exit code 130). ``plot`` redraws
+the figures from the saved files. Errors in the input are printed as one line, exit code 2;
+errors of the file system, exit code 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import signal
 import sys
+import time
 from pathlib import Path
 
 from groksweep.params import SpecError
 
-RESULTS, PHASE, SPEC = "results.nc", "phase.nc", "spec.toml"
+RESULTS, PHASE, SPEC, LOG, CHUNKS = "results.nc", "phase.nc", "spec.toml", "log.txt", "chunks"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,30 +30,96 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         print(f"groksweep: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"groksweep: error: {err.strerror or err}: {err.filename or ''}", file=sys.stderr)
+        return 1
 
 
 def _run(args: argparse.Namespace) -> int:
     from groksweep.spec import Sweep
 
     sweep = Sweep.from_toml(args.spec)  # validate before importing the heavy machinery
-    from groksweep import engine, phase, plot, results
-
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SpecError(f"cannot create output directory {out}: {err.strerror}") from None
-    (out / SPEC).write_text(sweep.to_toml())
-    ds = engine.run(
-        sweep, progress=not args.quiet, memory_budget=args.memory_budget, chunk_size=args.chunk_size
-    )
-    ph = phase.grokking_time(ds, level=args.level)
-    results.save(ds, out / RESULTS)
-    results.save(ph, out / PHASE)
-    for path in plot.figures_for(ds, ph, out):
-        print(f"wrote {path}")
+    _claim(out, sweep.to_toml(), args.overwrite)
+    import jax
+
+    from groksweep import engine, phase, plot, results
+    from groksweep.store import ChunkStore
+
+    # Ctrl-C is caught for the whole command: during training it stops after the current chunk;
+    # afterwards the results are written out regardless.
+    with _StopOnInterrupt() as stop, open(out / LOG, "a") as log_file:
+        def log(line: str) -> None:
+            log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+            log_file.flush()
+
+        log(f"groksweep {results.groksweep_version()}, jax {jax.__version__}, "
+            f"devices {jax.devices()}\n{sweep.to_toml()}")
+        store = ChunkStore(out / CHUNKS, sweep.to_toml())
+        start = time.perf_counter()
+        try:
+            ds = engine.run(
+                sweep, progress=not args.quiet, memory_budget=args.memory_budget,
+                chunk_size=args.chunk_size, store=store, should_stop=stop.requested, log=log,
+            )
+        except engine.SweepInterrupted as err:
+            log(f"interrupted: {err}")
+            print(f"groksweep: interrupted, {err}. Run the same command again to resume.",
+                  file=sys.stderr)
+            return 130
+        diverged = ds["diverged"].values.sum()
+        log(f"trained in {time.perf_counter() - start:.2f} s; {diverged} diverged runs")
+        for index in zip(*ds["diverged"].values.nonzero()):
+            point = {d: ds[d].values[i].item() for d, i in zip(ds["diverged"].dims, index)}
+            log(f"diverged: {point} at step {ds['diverged_at'].values[index]}")
+        ph = phase.grokking_time(ds, level=args.level)
+        results.save(ds, out / RESULTS)
+        results.save(ph, out / PHASE)
+        for path in plot.figures_for(ds, ph, out):
+            print(f"wrote {path}")
     print(f"wrote {out / RESULTS} and {out / PHASE}")
     return 0
+
+
+def _claim(out: Path, spec_text: str, overwrite: bool) -> None:
+    """Make ``out`` this sweep's directory: new, resumed (same spec), or overwritten on request."""
+    spec_file = out / SPEC
+    if spec_file.is_file() and spec_file.read_text() != spec_text:
+        if not overwrite:
+            raise SpecError(f"{out} holds a different sweep; use another --out or pass --overwrite")
+        shutil.rmtree(out / CHUNKS, ignore_errors=True)
+        for name in (RESULTS, PHASE, LOG):
+            (out / name).unlink(missing_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        spec_file.write_text(spec_text)
+    except OSError as err:
+        raise SpecError(f"cannot write to {out}: {err.strerror}") from None
+
+
+class _StopOnInterrupt:
+    """Within the block, a first Ctrl-C asks the sweep to stop after the current chunk is
+    saved; a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self._requested = False
+
+    def requested(self) -> bool:
+        return self._requested
+
+    def _handle(self, signum, frame) -> None:
+        if self._requested:
+            raise KeyboardInterrupt
+        self._requested = True
+        print("\ngroksweep: stopping after the current chunk is saved (Ctrl-C again to abort)",
+              file=sys.stderr)
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self._previous)
 
 
 def _plot(args: argparse.Namespace) -> int:
@@ -78,6 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--chunk-size", type=_positive_int, default=None, metavar="N",
                      help="at most N runs per compiled call")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the results of a different sweep in --out")
     run.set_defaults(command=_run)
     plot = commands.add_parser("plot", help="redraw the figures of a finished run")
     plot.add_argument("dir", help="output directory of `groksweep run`")

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -16,7 +18,12 @@ from groksweep.params import SpecError
 from groksweep.plan import Bucket, plan
 from groksweep.results import to_dataset
 from groksweep.spec import Sweep
+from groksweep.store import ChunkStore
 from groksweep.tasks import Task
+
+
+class SweepInterrupted(Exception):
+    """Raised between chunks when ``should_stop`` asks for it; finished chunks are saved."""
 
 
 def run(
@@ -26,6 +33,9 @@ def run(
     memory_budget: float | None = None,
     chunk_size: int | None = None,
     share_data: bool = True,
+    store: ChunkStore | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> xr.Dataset:
     """Train every run of ``sweep`` and return its trajectories (see :mod:`groksweep.results`).
 
@@ -37,7 +47,13 @@ def run(
     ``share_data=False`` steps every run alone instead of batching runs that share training
     data into matrix-matrix products (slower; kept as a reference). ``progress`` shows a bar
     counting run-steps.
+
+    With a ``store``, every finished chunk is saved, and chunks already in the store are read
+    back instead of trained. ``should_stop()`` is asked before training each chunk; if it
+    returns True the sweep stops with :class:`SweepInterrupted`. ``log`` receives one line per planning decision
+    and per chunk.
     """
+    log = log or (lambda line: None)
     enable_compilation_cache()
     task = sweep.task_def
     times = sweep.times()
@@ -53,18 +69,37 @@ def run(
         chunked(task, b, len(times), len(eps), budget, chunk_size)
         for b in plan(task, sweep.runs(), share_data)
     ]
+    for i, (bucket, groups_per_chunk) in enumerate(buckets):
+        log(f"bucket {i}: {dict(bucket.shape)}; {bucket.n_runs} runs as (groups, families, slots) = "
+            f"{bucket.run_index.shape}; {groups_per_chunk} groups per chunk; memory budget "
+            f"{budget / 2**30:.2f} GiB")
+    done = 0
     with tqdm(
         total=sweep.n_runs * sweep.steps, unit=" run-steps", unit_scale=True, disable=not progress,
         desc=f"{sweep.task}: {sweep.n_runs} runs, {len(buckets)} buckets",
     ) as bar:
-        for bucket, groups_per_chunk in buckets:
+        for i, (bucket, groups_per_chunk) in enumerate(buckets):
             for chunk in _chunks(bucket, groups_per_chunk):
-                on_segment = (lambda steps, c=chunk: bar.update(steps * c.n_runs)) if progress else None
-                metrics = trainer.train(task, chunk, times, eps, on_segment)
+                key = store.key(bucket.shape, chunk.run_index, chunk.valid) if store else None
+                metrics = store.load(key) if store else None
+                if metrics is not None:
+                    bar.update(sweep.steps * chunk.n_runs)
+                    log(f"bucket {i} chunk {key}: {chunk.n_runs} runs read back")
+                else:
+                    if should_stop and should_stop():
+                        raise SweepInterrupted(f"stopped after {done} chunks; finished chunks are saved")
+                    start = time.perf_counter()
+                    on_segment = (lambda steps, c=chunk: bar.update(steps * c.n_runs)) if progress else None
+                    metrics = trainer.train(task, chunk, times, eps, on_segment)
+                    if store:
+                        store.save(key, metrics)
+                    log(f"bucket {i} chunk {key}: {chunk.n_runs} runs trained in "
+                        f"{time.perf_counter() - start:.2f} s")
                 where = chunk.run_index[chunk.valid]
-                diverged_at[where] = metrics.pop("diverged_at")[chunk.valid]
-                for name, value in metrics.items():
-                    outputs[name][where] = value[chunk.valid]
+                diverged_at[where] = metrics["diverged_at"][chunk.valid]
+                for name in outputs:
+                    outputs[name][where] = metrics[name][chunk.valid]
+                done += 1
     return to_dataset(sweep, outputs, times, diverged_at)
 
 

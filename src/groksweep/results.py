@@ -41,7 +41,7 @@ def to_dataset(
     ds = ds.transpose(*axes, "eps", "time")
     ds.attrs = {
         "spec": sweep.to_toml(),
-        "groksweep_version": _version(),
+        "groksweep_version": groksweep_version(),
         "jax_version": jax.__version__,
         "device": str(jax.devices()[0].device_kind),
         "platform": jax.default_backend(),
@@ -70,7 +70,7 @@ def load(path: str | Path) -> xr.Dataset:
         return ds.load()
 
 
-def _version() -> str:
+def groksweep_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
