@@ -16,6 +16,7 @@ Every parameter has a *role* that tells the engine how it enters the compiled pr
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -55,8 +56,8 @@ class Param:
             value = int(value)
         else:
             value = float(value)
-        if value != value:
-            raise SpecError(f"{name} must not be NaN")
+        if not math.isfinite(value):
+            raise SpecError(f"{name} must be finite, got {value!r}")
         if self.gt is not None and not value > self.gt:
             raise SpecError(f"{name} must be > {self.gt:g}, got {value!r}")
         if self.ge is not None and not value >= self.ge:
