@@ -40,15 +40,25 @@ def _run(args: argparse.Namespace) -> int:
 
     sweep = Sweep.from_toml(args.spec)  # validate before importing the heavy machinery
     out = Path(args.out)
-    _claim(out, sweep.to_toml(), args.overwrite)
     import jax
+
+    if args.distributed:
+        _initialize_distributed(args)
+    first = jax.process_index() == 0
+    if first:
+        _claim(out, sweep.to_toml(), args.overwrite)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("groksweep: output directory ready")
 
     from groksweep import engine, phase, plot, results
     from groksweep.store import ChunkStore
 
     # Ctrl-C is caught for the whole command: during training it stops after the current chunk;
     # afterwards the results are written out regardless.
-    with _StopOnInterrupt() as stop, open(out / LOG, "a") as log_file:
+    log_name = LOG if first else f"log.{jax.process_index()}.txt"
+    with _StopOnInterrupt() as stop, open(out / log_name, "a") as log_file:
         def log(line: str) -> None:
             log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
             log_file.flush()
@@ -72,6 +82,8 @@ def _run(args: argparse.Namespace) -> int:
         for index in zip(*ds["diverged"].values.nonzero()):
             point = {d: ds[d].values[i].item() for d, i in zip(ds["diverged"].dims, index)}
             log(f"diverged: {point} at step {ds['diverged_at'].values[index]}")
+        if not first:
+            return 0  # process 0 writes the results of all processes
         ph = phase.grokking_time(ds, level=args.level)
         results.save(ds, out / RESULTS)
         results.save(ph, out / PHASE)
@@ -79,6 +91,17 @@ def _run(args: argparse.Namespace) -> int:
             print(f"wrote {path}")
     print(f"wrote {out / RESULTS} and {out / PHASE}")
     return 0
+
+
+def _initialize_distributed(args: argparse.Namespace) -> None:
+    """Join a multi-process run. Under SLURM every argument is found from the environment."""
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # barriers between CPU hosts
+    jax.distributed.initialize(
+        coordinator_address=args.coordinator, num_processes=args.num_processes,
+        process_id=args.process_id,
+    )
 
 
 def _claim(out: Path, spec_text: str, overwrite: bool) -> None:
@@ -153,6 +176,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="at most N runs per compiled call")
     run.add_argument("--overwrite", action="store_true",
                      help="replace the results of a different sweep in --out")
+    run.add_argument("--distributed", action="store_true",
+                     help="one of several processes (jax.distributed; under SLURM, one per task)")
+    run.add_argument("--coordinator", help="host:port of process 0 (outside SLURM)")
+    run.add_argument("--num-processes", type=_positive_int, help="process count (outside SLURM)")
+    run.add_argument("--process-id", type=int, help="this process's id (outside SLURM)")
     run.set_defaults(command=_run)
     plot = commands.add_parser("plot", help="redraw the figures of a finished run")
     plot.add_argument("dir", help="output directory of `groksweep run`")

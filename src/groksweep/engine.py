@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 import xarray as xr
 from tqdm.auto import tqdm
 
@@ -73,7 +75,11 @@ def run(
         log(f"bucket {i}: {dict(bucket.shape)}; {bucket.n_runs} runs as (groups, families, slots) = "
             f"{bucket.run_index.shape}; {groups_per_chunk} groups per chunk; memory budget "
             f"{budget / 2**30:.2f} GiB")
-    done = 0
+    processes, me = jax.process_count(), jax.process_index()
+    if processes > 1 and store is None:
+        raise SpecError("a sweep over several processes needs a chunk store (the CLI's --out)")
+    elsewhere = []  # chunks other processes train, read back from the store at the end
+    chunk_numbers = itertools.count()
     with tqdm(
         total=sweep.n_runs * sweep.steps, unit=" run-steps", unit_scale=True, disable=not progress,
         desc=f"{sweep.task}: {sweep.n_runs} runs, {len(buckets)} buckets",
@@ -81,13 +87,16 @@ def run(
         for i, (bucket, groups_per_chunk) in enumerate(buckets):
             for chunk in _chunks(bucket, groups_per_chunk):
                 key = store.key(bucket.shape, chunk.run_index, chunk.valid) if store else None
+                if next(chunk_numbers) % processes != me:
+                    elsewhere.append((chunk, key))
+                    continue
                 metrics = store.load(key) if store else None
                 if metrics is not None:
                     bar.update(sweep.steps * chunk.n_runs)
                     log(f"bucket {i} chunk {key}: {chunk.n_runs} runs read back")
                 else:
                     if should_stop and should_stop():
-                        raise SweepInterrupted(f"stopped after {done} chunks; finished chunks are saved")
+                        raise SweepInterrupted("stopped before a new chunk; finished chunks are saved")
                     start = time.perf_counter()
                     on_segment = (lambda steps, c=chunk: bar.update(steps * c.n_runs)) if progress else None
                     metrics = trainer.train(task, chunk, times, eps, on_segment)
@@ -95,11 +104,14 @@ def run(
                         store.save(key, metrics)
                     log(f"bucket {i} chunk {key}: {chunk.n_runs} runs trained in "
                         f"{time.perf_counter() - start:.2f} s")
-                where = chunk.run_index[chunk.valid]
-                diverged_at[where] = metrics["diverged_at"][chunk.valid]
-                for name in outputs:
-                    outputs[name][where] = metrics[name][chunk.valid]
-                done += 1
+                _scatter(chunk, metrics, outputs, diverged_at)
+    if processes > 1:
+        multihost_utils.sync_global_devices("groksweep: every process saved its chunks")
+        for chunk, key in elsewhere:
+            metrics = store.load(key)
+            if metrics is None:
+                raise SpecError(f"chunk {key} of another process is missing from {store.directory}")
+            _scatter(chunk, metrics, outputs, diverged_at)
     return to_dataset(sweep, outputs, times, diverged_at)
 
 
@@ -114,6 +126,14 @@ def enable_compilation_cache() -> None:
         return
     default = os.path.join(os.path.expanduser("~"), ".cache", "groksweep", "xla")
     jax.config.update("jax_compilation_cache_dir", setting or default)
+
+
+def _scatter(chunk: Bucket, metrics: dict, outputs: dict, diverged_at: np.ndarray) -> None:
+    """Copy a chunk's valid runs into the sweep-wide arrays."""
+    where = chunk.run_index[chunk.valid]
+    diverged_at[where] = metrics["diverged_at"][chunk.valid]
+    for name in outputs:
+        outputs[name][where] = metrics[name][chunk.valid]
 
 
 def default_memory_budget() -> float:
