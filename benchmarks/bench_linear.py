@@ -42,7 +42,10 @@ SEEDS = list(range(16))
 def spec(quick: bool, **params) -> dict:
     seeds = SEEDS[:4] if quick else SEEDS
     return dict(
-        task="linear", steps=STEPS // 4 if quick else STEPS, log_points=LOG_POINTS, eps=[EPS],
+        task="linear",
+        steps=STEPS // 4 if quick else STEPS,
+        log_points=LOG_POINTS,
+        eps=[EPS],
         params={"d_in": D_IN, "d_out": D_OUT, "lr": LR, "n_test": N_TEST} | params,
         axes={"lam": LAMS, "seed": seeds},
     )
@@ -64,7 +67,12 @@ def groksweep_contender(quick: bool, method: str, share_data: bool = True, sweep
     start = time.perf_counter()
     gs.run(sweep, progress=False, share_data=share_data)
     steady = time.perf_counter() - start
-    return {"runs": sweep.n_runs, "steps": sweep.steps, "seconds": steady, "compile_s": first - steady}
+    return {
+        "runs": sweep.n_runs,
+        "steps": sweep.steps,
+        "seconds": steady,
+        "compile_s": first - steady,
+    }
 
 
 def bare_contender(quick: bool, seeds_per_call: int | None = None) -> dict:
@@ -94,8 +102,12 @@ def bare_contender(quick: bool, seeds_per_call: int | None = None) -> dict:
         def metrics(d):
             train_err = jnp.sum((x @ d) ** 2, axis=1) / D_OUT
             test_err = jnp.sum((x_test @ d) ** 2, axis=1) / D_OUT
-            return (jnp.sum(train_err * rows) / n, jnp.mean(test_err),
-                    jnp.sum((train_err < EPS) * rows) / n, jnp.mean(test_err < EPS))
+            return (
+                jnp.sum(train_err * rows) / n,
+                jnp.mean(test_err),
+                jnp.sum((train_err < EPS) * rows) / n,
+                jnp.mean(test_err < EPS),
+            )
 
         def segment(d, k):
             d = jax.lax.fori_loop(0, k, lambda _, d: d - LR * (2 / D_OUT) * (gram @ d), d)
@@ -118,7 +130,12 @@ def bare_contender(quick: bool, seeds_per_call: int | None = None) -> dict:
     start = time.perf_counter()
     program()
     steady = time.perf_counter() - start
-    return {"runs": len(seeds) * len(LAMS), "steps": steps, "seconds": steady, "compile_s": first - steady}
+    return {
+        "runs": len(seeds) * len(LAMS),
+        "steps": steps,
+        "seconds": steady,
+        "compile_s": first - steady,
+    }
 
 
 def jax_loop_contender(quick: bool) -> dict:
@@ -151,7 +168,12 @@ def jax_loop_contender(quick: bool) -> dict:
             d = advance(d, int(t - previous))
             jax.block_until_ready(evaluate(d))
             previous = t
-    return {"runs": len(lams), "steps": steps, "seconds": time.perf_counter() - start, "compile_s": None}
+    return {
+        "runs": len(lams),
+        "steps": steps,
+        "seconds": time.perf_counter() - start,
+        "compile_s": None,
+    }
 
 
 def torch_loop_contender(quick: bool) -> dict:
@@ -179,13 +201,21 @@ def torch_loop_contender(quick: bool) -> dict:
                 with torch.no_grad():
                     err = ((student(x_test) - y_test) ** 2).mean(1)
                     (err < EPS).float().mean().item()
-    return {"runs": len(lams), "steps": steps, "seconds": time.perf_counter() - start, "compile_s": None}
+    return {
+        "runs": len(lams),
+        "steps": steps,
+        "seconds": time.perf_counter() - start,
+        "compile_s": None,
+    }
 
 
 def sharing_grid(quick: bool) -> dict:
     """Fig. 7's gamma x d_out grid at one lam: every run of a seed shares its training set."""
     return dict(
-        task="linear", steps=2000 if quick else 10_000, log_points=50, eps=[EPS],
+        task="linear",
+        steps=2000 if quick else 10_000,
+        log_points=50,
+        eps=[EPS],
         params={"d_in": D_IN, "lam": 0.5, "lr": LR, "n_test": 2000, "method": "step"},
         axes={"gamma": list(np.geomspace(1e-4, 1e-1, 8)), "d_out": [1, 2, 3, 4], "seed": [0, 1]},
     )
@@ -194,7 +224,10 @@ def sharing_grid(quick: bool) -> dict:
 def long_grid(quick: bool, method: str) -> dict:
     """10^5 steps of 16 runs: where the spectral jump's cost no longer grows with steps."""
     return dict(
-        task="linear", steps=20_000 if quick else 100_000, log_points=LOG_POINTS, eps=[EPS],
+        task="linear",
+        steps=20_000 if quick else 100_000,
+        log_points=LOG_POINTS,
+        eps=[EPS],
         params={"d_in": D_IN, "lr": LR, "n_test": N_TEST, "method": method},
         axes={"lam": [0.3, 0.5, 0.7, 0.9], "seed": [0, 1, 2, 3]},
     )
@@ -271,14 +304,19 @@ def main() -> None:
 
 def report(results: dict) -> str:
     peaks = results.get("peaks", {})
-    rows = ["| contender | runs x steps | seconds | run-steps/s | vs groksweep-step | GFLOP/s | "
-            "% peak FLOP/s | compile s | peak RSS MB |", "|---" * 9 + "|"]
+    rows = [
+        "| contender | runs x steps | seconds | run-steps/s | vs groksweep-step | GFLOP/s | "
+        "% peak FLOP/s | compile s | peak RSS MB |",
+        "|---" * 9 + "|",
+    ]
     rate = {n: r["runs"] * r["steps"] / r["seconds"] for n, r in results.items() if "runs" in r}
     for name, r in results.items():
         if "runs" not in r:
             continue
         flops = rate[name] * flops_per_run_step()
-        pct = 100 * flops / peaks["peak_flops"] if peaks and "spectral" not in name else float("nan")
+        pct = (
+            100 * flops / peaks["peak_flops"] if peaks and "spectral" not in name else float("nan")
+        )
         ratio = rate.get("groksweep-step", float("nan")) / rate[name]
         compile_s = f"{r['compile_s']:.1f}" if r.get("compile_s") is not None else "-"
         rows.append(
@@ -286,8 +324,10 @@ def report(results: dict) -> str:
             f"{ratio:.3g} | {flops / 1e9:.2f} | {pct:.0f} | {compile_s} | {r['peak_rss_mb']:.0f} |"
         )
     if peaks:
-        rows.append(f"\nmachine peaks: {peaks['peak_flops'] / 1e9:.1f} GFLOP/s (float32 matmul), "
-                    f"{peaks['peak_bytes_per_s'] / 1e9:.1f} GB/s (array copy)")
+        rows.append(
+            f"\nmachine peaks: {peaks['peak_flops'] / 1e9:.1f} GFLOP/s (float32 matmul), "
+            f"{peaks['peak_bytes_per_s'] / 1e9:.1f} GB/s (array copy)"
+        )
     return "\n".join(rows)
 
 

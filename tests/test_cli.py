@@ -36,7 +36,12 @@ def test_run_writes_results_phase_and_figures_then_plot_redraws(tmp_path):
         assert list(ds.test_acc.dims) == ["lam", "gamma", "seed", "eps", "time"]
         assert np.isfinite(ds.train_loss).all()
     with xr.open_dataset(out / "phase.nc") as phase:
-        assert phase.test_censored.dtype == bool and list(phase.t_test.dims) == ["lam", "gamma", "seed", "eps"]
+        assert phase.test_censored.dtype == bool and list(phase.t_test.dims) == [
+            "lam",
+            "gamma",
+            "seed",
+            "eps",
+        ]
     (out / "phase_diagram.png").unlink()
     assert main(["plot", str(out)]) == 0
     assert (out / "phase_diagram.png").is_file()
@@ -47,7 +52,8 @@ def test_bad_spec_exits_2_with_one_line_and_no_traceback(tmp_path):
     spec.write_text(SPEC.replace("gamma =", "gama ="))
     result = subprocess.run(
         [sys.executable, "-m", "groksweep.cli", "run", str(spec), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "groksweep: error: unknown axis 'gama'; did you mean 'gamma'?"

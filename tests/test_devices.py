@@ -9,7 +9,11 @@ import numpy as np
 import groksweep as gs
 
 SPEC = dict(
-    task="linear", params={"d_in": 16, "n_test": 300}, steps=300, log_points=15, eps=[1e-3, 1e-1],
+    task="linear",
+    params={"d_in": 16, "n_test": 300},
+    steps=300,
+    log_points=15,
+    eps=[1e-3, 1e-1],
     axes={"lam": [0.3, 0.7, 1.2], "gamma": [0.0, 0.01], "seed": [0, 1, 2]},
 )
 SCRIPT = """
@@ -22,7 +26,10 @@ results.save(gs.run(gs.Sweep.from_dict({spec!r}), progress=False), sys.argv[1])
 
 def test_four_host_devices_give_the_results_of_one(tmp_path):
     path = tmp_path / "results.nc"
-    env = os.environ | {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = os.environ | {
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "JAX_PLATFORMS": "cpu",
+    }
     subprocess.run([sys.executable, "-c", SCRIPT.format(spec=SPEC), str(path)], env=env, check=True)
     sharded = gs.results.load(path)
     single = gs.run(gs.Sweep.from_dict(SPEC), progress=False)
@@ -35,12 +42,31 @@ def test_two_processes_share_the_chunks_and_give_the_results_of_one(tmp_path):
     spec.write_text(gs.Sweep.from_dict(SPEC).to_toml())
     out = tmp_path / "out"
     port = 20000 + os.getpid() % 20000
-    common = [sys.executable, "-m", "groksweep.cli", "run", str(spec), "--out", str(out), "--quiet",
-              "--chunk-size", "6", "--distributed", "--coordinator", f"127.0.0.1:{port}",
-              "--num-processes", "2", "--process-id"]
+    common = [
+        sys.executable,
+        "-m",
+        "groksweep.cli",
+        "run",
+        str(spec),
+        "--out",
+        str(out),
+        "--quiet",
+        "--chunk-size",
+        "6",
+        "--distributed",
+        "--coordinator",
+        f"127.0.0.1:{port}",
+        "--num-processes",
+        "2",
+        "--process-id",
+    ]
     env = os.environ | {"JAX_PLATFORMS": "cpu"}
-    processes = [subprocess.Popen(common + [str(i)], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True) for i in range(2)]
+    processes = [
+        subprocess.Popen(
+            common + [str(i)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        for i in range(2)
+    ]
     for process in processes:
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err[-2000:]

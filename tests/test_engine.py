@@ -26,20 +26,26 @@ def test_padded_runs_equal_unpadded_single_runs():
     assert len(plan(get_task("linear"), sweep(axes).runs())) == 1  # one bucket, padded
     for lam in axes["lam"]:
         for d_out in axes["d_out"]:
-            single = gs.run(sweep({"seed": [1]}, dtype="float64", lam=lam, d_out=d_out), progress=False)
+            single = gs.run(
+                sweep({"seed": [1]}, dtype="float64", lam=lam, d_out=d_out), progress=False
+            )
             for name in METRICS:
                 np.testing.assert_allclose(
                     grid[name].sel(lam=lam, d_out=d_out, seed=1).values,
                     single[name].sel(seed=1).values,
-                    rtol=1e-10, atol=1e-14, err_msg=f"{name} lam={lam} d_out={d_out}",
+                    rtol=1e-10,
+                    atol=1e-14,
+                    err_msg=f"{name} lam={lam} d_out={d_out}",
                 )
 
 
 def test_hyperparameter_values_do_not_recompile():
     gs.run(sweep({"gamma": [0.0, 0.1], "lr": [0.01, 0.02]}), progress=False)
     before = trainer.trace_count()
-    gs.run(sweep({"gamma": [0.3, 0.5], "lr": [0.05, 0.001]}, alpha=3.0, noise=0.2, steps=500),
-           progress=False)
+    gs.run(
+        sweep({"gamma": [0.3, 0.5], "lr": [0.05, 0.001]}, alpha=3.0, noise=0.2, steps=500),
+        progress=False,
+    )
     assert trainer.trace_count() == before
 
 
@@ -70,8 +76,9 @@ def test_results_independent_of_axis_order_and_grid_neighbours():
         a = forward[name].transpose("lam", "gamma", ...)
         b = backward[name].transpose("lam", "gamma", ...).sel(lam=a.lam, gamma=a.gamma)
         np.testing.assert_allclose(a.values, b.values, rtol=1e-5, atol=1e-9)
-        np.testing.assert_allclose(a.sel(lam=0.7, gamma=0.01).values, alone[name].values,
-                                   rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(
+            a.sel(lam=0.7, gamma=0.01).values, alone[name].values, rtol=1e-5, atol=1e-9
+        )
 
 
 def test_results_schema():
@@ -113,12 +120,25 @@ def numpy_adam(s, grad, steps, lr, gamma, b1, b2, decoupled, eps=1e-8):
 @pytest.mark.parametrize("optimizer", ["gd", "adam", "adamw"])
 def test_optimizers_follow_pytorch_conventions(optimizer):
     d_in, d_out, n, lr, gamma = 12, 2, 8, 0.02, 0.3
-    spec = sweep({"seed": [4]}, steps=40, log_points=40, dtype="float64", optimizer=optimizer, method="step",
-                 n_train=n, d_out=d_out, lr=lr, gamma=gamma, d_in=d_in)
+    spec = sweep(
+        {"seed": [4]},
+        steps=40,
+        log_points=40,
+        dtype="float64",
+        optimizer=optimizer,
+        method="step",
+        n_train=n,
+        d_out=d_out,
+        lr=lr,
+        gamma=gamma,
+        d_in=d_in,
+    )
     ds = gs.run(spec, progress=False)
     with jax.enable_x64(True):
         draws = get_task("linear").sample(
-            jax.random.key(4), {"d_in": d_in, "n_train": n, "d_out": d_out, "n_test": 300}, jnp.float64
+            jax.random.key(4),
+            {"d_in": d_in, "n_train": n, "d_out": d_out, "n_test": 300},
+            jnp.float64,
         )
     draws = {k: np.asarray(v) for k, v in draws.items()}
     scale = 1 / np.sqrt(2 * d_in * d_out)
@@ -137,12 +157,20 @@ def test_optimizers_follow_pytorch_conventions(optimizer):
     np.testing.assert_allclose(ds.train_loss.values[0], expected_loss, rtol=1e-9)
 
 
-GRID = {"lam": [0.4, 1.6], "gamma": [0.0, 0.02], "noise": [0.0, 0.2], "d_out": [1, 3], "seed": [0, 1]}
+GRID = {
+    "lam": [0.4, 1.6],
+    "gamma": [0.0, 0.02],
+    "noise": [0.0, 0.2],
+    "d_out": [1, 3],
+    "seed": [0, 1],
+}
 
 
 @pytest.fixture(scope="module")
 def stepped():
-    return gs.run(sweep(GRID, steps=3000, log_points=20, dtype="float64", method="step"), progress=False)
+    return gs.run(
+        sweep(GRID, steps=3000, log_points=20, dtype="float64", method="step"), progress=False
+    )
 
 
 def assert_same_trajectories(a, b, rtol):
@@ -154,8 +182,9 @@ def assert_same_trajectories(a, b, rtol):
 
 
 def test_spectral_jump_equals_gradient_steps(stepped):
-    spectral = gs.run(sweep(GRID, steps=3000, log_points=20, dtype="float64", method="spectral"),
-                      progress=False)
+    spectral = gs.run(
+        sweep(GRID, steps=3000, log_points=20, dtype="float64", method="spectral"), progress=False
+    )
     assert_same_trajectories(spectral, stepped, 1e-6)
 
 
@@ -185,8 +214,10 @@ def test_divergent_runs_are_flagged_and_isolated():
     # lr = 2 makes gradient descent on this Gram matrix blow up; the other runs must not notice.
     axes = {"lr": [0.01, 2.0, 0.05], "seed": [0, 1]}
     both = gs.run(sweep(axes, method="step", steps=2000, log_points=20), progress=False)
-    alone = gs.run(sweep({"lr": [0.01, 0.05], "seed": [0, 1]}, method="step", steps=2000, log_points=20),
-                   progress=False)
+    alone = gs.run(
+        sweep({"lr": [0.01, 0.05], "seed": [0, 1]}, method="step", steps=2000, log_points=20),
+        progress=False,
+    )
     assert both.diverged.sel(lr=2.0).all() and not both.diverged.sel(lr=[0.01, 0.05]).any()
     at = both.diverged_at.sel(lr=2.0)
     assert (at > 0).all() and (both.diverged_at.sel(lr=[0.01, 0.05]) == -1).all()

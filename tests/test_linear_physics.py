@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from linear_reference import ExactLinearGD, first_integer_crossing
 
 import groksweep as gs
 from groksweep.tasks import get_task
-from linear_reference import ExactLinearGD, first_integer_crossing
 
 TASK = get_task("linear")
 SCALARS = ("train_loss", "test_loss", "weight_norm")

@@ -90,12 +90,17 @@ def test_corrupted_and_truncated_chunks_are_recomputed(tmp_path, uninterrupted):
 
 def test_directory_of_another_sweep_is_refused_unless_overwrite(tmp_path, capsys):
     out = tmp_path / "out"
-    small = SPEC.replace("seed = [0, 1, 2, 3, 4, 5]", "seed = [0]").replace("steps = 4000", "steps = 50")
+    small = SPEC.replace("seed = [0, 1, 2, 3, 4, 5]", "seed = [0]").replace(
+        "steps = 4000", "steps = 50"
+    )
     assert main(["run", str(write_spec(tmp_path, small)), "--out", str(out), "--quiet"]) == 0
     other = small.replace("gamma = [0.0, 0.001]", "gamma = [0.0, 0.002]")
     assert main(["run", str(write_spec(tmp_path, other)), "--out", str(out), "--quiet"]) == 2
     assert "holds a different sweep" in capsys.readouterr().err
-    assert main(["run", str(write_spec(tmp_path, other)), "--out", str(out), "--quiet", "--overwrite"]) == 0
+    assert (
+        main(["run", str(write_spec(tmp_path, other)), "--out", str(out), "--quiet", "--overwrite"])
+        == 0
+    )
     with xr.open_dataset(out / "results.nc") as ds:
         assert list(ds.gamma.values) == [0.0, 0.002]
 

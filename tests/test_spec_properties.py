@@ -62,8 +62,10 @@ def test_non_positive_rates_and_scales_are_refused(name, value):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.floats(0.05, 5, allow_nan=False), min_size=1, max_size=5, unique=True),
-       st.integers(1, 3000))
+@given(
+    st.lists(st.floats(0.05, 5, allow_nan=False), min_size=1, max_size=5, unique=True),
+    st.integers(1, 3000),
+)
 def test_valid_lam_axes_give_positive_n_train_by_rounding(lams, d_in):
     try:
         sweep = Sweep("linear", params={"d_in": d_in}, axes={"lam": lams})

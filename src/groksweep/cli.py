@@ -59,23 +59,33 @@ def _run(args: argparse.Namespace) -> int:
     # afterwards the results are written out regardless.
     log_name = LOG if first else f"log.{jax.process_index()}.txt"
     with _StopOnInterrupt() as stop, open(out / log_name, "a") as log_file:
+
         def log(line: str) -> None:
             log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
             log_file.flush()
 
-        log(f"groksweep {results.groksweep_version()}, jax {jax.__version__}, "
-            f"devices {jax.devices()}\n{sweep.to_toml()}")
+        log(
+            f"groksweep {results.groksweep_version()}, jax {jax.__version__}, "
+            f"devices {jax.devices()}\n{sweep.to_toml()}"
+        )
         store = ChunkStore(out / CHUNKS, sweep.to_toml())
         start = time.perf_counter()
         try:
             ds = engine.run(
-                sweep, progress=not args.quiet, memory_budget=args.memory_budget,
-                chunk_size=args.chunk_size, store=store, should_stop=stop.requested, log=log,
+                sweep,
+                progress=not args.quiet,
+                memory_budget=args.memory_budget,
+                chunk_size=args.chunk_size,
+                store=store,
+                should_stop=stop.requested,
+                log=log,
             )
         except engine.SweepInterrupted as err:
             log(f"interrupted: {err}")
-            print(f"groksweep: interrupted, {err}. Run the same command again to resume.",
-                  file=sys.stderr)
+            print(
+                f"groksweep: interrupted, {err}. Run the same command again to resume.",
+                file=sys.stderr,
+            )
             return 130
         diverged = ds["diverged"].values.sum()
         log(f"trained in {time.perf_counter() - start:.2f} s; {diverged} diverged runs")
@@ -99,7 +109,8 @@ def _initialize_distributed(args: argparse.Namespace) -> None:
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # barriers between CPU hosts
     jax.distributed.initialize(
-        coordinator_address=args.coordinator, num_processes=args.num_processes,
+        coordinator_address=args.coordinator,
+        num_processes=args.num_processes,
         process_id=args.process_id,
     )
 
@@ -134,8 +145,10 @@ class _StopOnInterrupt:
         if self._requested:
             raise KeyboardInterrupt
         self._requested = True
-        print("\ngroksweep: stopping after the current chunk is saved (Ctrl-C again to abort)",
-              file=sys.stderr)
+        print(
+            "\ngroksweep: stopping after the current chunk is saved (Ctrl-C again to abort)",
+            file=sys.stderr,
+        )
 
     def __enter__(self):
         self._previous = signal.signal(signal.SIGINT, self._handle)
@@ -151,7 +164,9 @@ def _plot(args: argparse.Namespace) -> int:
     out = Path(args.dir)
     missing = [name for name in (RESULTS, PHASE) if not (out / name).is_file()]
     if missing:
-        raise SpecError(f"{out} has no {' or '.join(missing)}; run `groksweep run SPEC --out {out}` first")
+        raise SpecError(
+            f"{out} has no {' or '.join(missing)}; run `groksweep run SPEC --out {out}` first"
+        )
     for path in plot.figures_for(results.load(out / RESULTS), results.load(out / PHASE), out):
         print(f"wrote {path}")
     return 0
@@ -165,19 +180,33 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a sweep spec (TOML) and write results and figures")
     run.add_argument("spec", help="sweep specification, a TOML file")
     run.add_argument("--out", required=True, help="output directory")
-    run.add_argument("--level", type=_level, default=0.95, help="accuracy level of the grokking time")
+    run.add_argument(
+        "--level", type=_level, default=0.95, help="accuracy level of the grokking time"
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument(
-        "--memory-budget", type=_bytes, default=None, metavar="SIZE",
+        "--memory-budget",
+        type=_bytes,
+        default=None,
+        metavar="SIZE",
         help="memory a chunk of runs may use, e.g. 4GB or 500MB (default: half the free host "
         "memory, or 80%% of an accelerator's)",
     )
-    run.add_argument("--chunk-size", type=_positive_int, default=None, metavar="N",
-                     help="at most N runs per compiled call")
-    run.add_argument("--overwrite", action="store_true",
-                     help="replace the results of a different sweep in --out")
-    run.add_argument("--distributed", action="store_true",
-                     help="one of several processes (jax.distributed; under SLURM, one per task)")
+    run.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="at most N runs per compiled call",
+    )
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace the results of a different sweep in --out"
+    )
+    run.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one of several processes (jax.distributed; under SLURM, one per task)",
+    )
     run.add_argument("--coordinator", help="host:port of process 0 (outside SLURM)")
     run.add_argument("--num-processes", type=_positive_int, help="process count (outside SLURM)")
     run.add_argument("--process-id", type=int, help="this process's id (outside SLURM)")

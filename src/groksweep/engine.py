@@ -11,8 +11,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 import xarray as xr
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from groksweep import trainer
@@ -42,18 +42,19 @@ def run(
     """Train every run of ``sweep`` and return its trajectories (see :mod:`groksweep.results`).
 
     Runs are planned into shape buckets (one compiled program each) and every bucket is cut
-    into chunks of equal shape that fit ``memory_budget`` bytes (default: :func:`default_memory_budget`)
-    and hold at most ``chunk_size`` runs; on a CPU, without ``chunk_size``, a chunk's working
-    set is also kept within the L2 cache, which is several times faster than streaming it from
-    memory. Results do not depend on the chunking.
+    into chunks of equal shape that fit ``memory_budget`` bytes (default:
+    :func:`default_memory_budget`) and hold at most ``chunk_size`` runs; on a CPU, without
+    ``chunk_size``, a chunk's working set is also kept within the L2 cache, which is several
+    times faster than streaming it from memory. Results do not depend on the chunking beyond
+    float rounding.
     ``share_data=False`` steps every run alone instead of batching runs that share training
     data into matrix-matrix products (slower; kept as a reference). ``progress`` shows a bar
     counting run-steps.
 
     With a ``store``, every finished chunk is saved, and chunks already in the store are read
     back instead of trained. ``should_stop()`` is asked before training each chunk; if it
-    returns True the sweep stops with :class:`SweepInterrupted`. ``log`` receives one line per planning decision
-    and per chunk.
+    returns True the sweep stops with :class:`SweepInterrupted`. ``log`` receives one line per
+    planning decision and per chunk.
     """
     log = log or (lambda line: None)
     enable_compilation_cache()
@@ -72,16 +73,21 @@ def run(
         for b in plan(task, sweep.runs(), share_data)
     ]
     for i, (bucket, groups_per_chunk) in enumerate(buckets):
-        log(f"bucket {i}: {dict(bucket.shape)}; {bucket.n_runs} runs as (groups, families, slots) = "
+        log(
+            f"bucket {i}: {dict(bucket.shape)}; {bucket.n_runs} runs as (groups, families, slots) = "
             f"{bucket.run_index.shape}; {groups_per_chunk} groups per chunk; memory budget "
-            f"{budget / 2**30:.2f} GiB")
+            f"{budget / 2**30:.2f} GiB"
+        )
     processes, me = jax.process_count(), jax.process_index()
     if processes > 1 and store is None:
         raise SpecError("a sweep over several processes needs a chunk store (the CLI's --out)")
     elsewhere = []  # chunks other processes train, read back from the store at the end
     chunk_numbers = itertools.count()
     with tqdm(
-        total=sweep.n_runs * sweep.steps, unit=" run-steps", unit_scale=True, disable=not progress,
+        total=sweep.n_runs * sweep.steps,
+        unit=" run-steps",
+        unit_scale=True,
+        disable=not progress,
         desc=f"{sweep.task}: {sweep.n_runs} runs, {len(buckets)} buckets",
     ) as bar:
         for i, (bucket, groups_per_chunk) in enumerate(buckets):
@@ -96,14 +102,20 @@ def run(
                     log(f"bucket {i} chunk {key}: {chunk.n_runs} runs read back")
                 else:
                     if should_stop and should_stop():
-                        raise SweepInterrupted("stopped before a new chunk; finished chunks are saved")
+                        raise SweepInterrupted(
+                            "stopped before a new chunk; finished chunks are saved"
+                        )
                     start = time.perf_counter()
-                    on_segment = (lambda steps, c=chunk: bar.update(steps * c.n_runs)) if progress else None
+                    on_segment = (
+                        (lambda steps, c=chunk: bar.update(steps * c.n_runs)) if progress else None
+                    )
                     metrics = trainer.train(task, chunk, times, eps, on_segment)
                     if store:
                         store.save(key, metrics)
-                    log(f"bucket {i} chunk {key}: {chunk.n_runs} runs trained in "
-                        f"{time.perf_counter() - start:.2f} s")
+                    log(
+                        f"bucket {i} chunk {key}: {chunk.n_runs} runs trained in "
+                        f"{time.perf_counter() - start:.2f} s"
+                    )
                 _scatter(chunk, metrics, outputs, diverged_at)
     if processes > 1:
         multihost_utils.sync_global_devices("groksweep: every process saved its chunks")

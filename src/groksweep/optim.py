@@ -16,7 +16,10 @@ from groksweep.params import Param
 
 OPTIMIZER_PARAMS: dict[str, Param] = {
     "optimizer": Param(
-        str, "gd", "static", "gd (full-batch gradient descent), adam or adamw",
+        str,
+        "gd",
+        "static",
+        "gd (full-batch gradient descent), adam or adamw",
         choices=("gd", "adam", "adamw"),
     ),
     "lr": Param(float, 0.01, "traced", "learning rate", gt=0),
@@ -32,7 +35,9 @@ def make_optimizer(name: str, hp: Mapping[str, Array]) -> optax.GradientTransfor
     if name == "gd":
         return optax.chain(optax.add_decayed_weights(gamma), optax.sgd(lr))
     if name == "adam":
-        return optax.chain(optax.add_decayed_weights(gamma), optax.adam(lr, hp["beta1"], hp["beta2"]))
+        return optax.chain(
+            optax.add_decayed_weights(gamma), optax.adam(lr, hp["beta1"], hp["beta2"])
+        )
     if name == "adamw":
         return optax.adamw(lr, hp["beta1"], hp["beta2"], weight_decay=gamma)
     raise ValueError(f"unknown optimizer {name!r}")

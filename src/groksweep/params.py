@@ -74,10 +74,14 @@ def unknown_name_error(kind: str, name: str, known: list[str]) -> SpecError:
     return SpecError(f"unknown {kind} {name!r}{hint}")
 
 
-SEED = Param(int, 0, "seed", "random seed: selects data, teacher and initial student", ge=0, lt=2**32)
+SEED = Param(
+    int, 0, "seed", "random seed: selects data, teacher and initial student", ge=0, lt=2**32
+)
 DTYPE = Param(str, "float32", "static", "floating-point precision", choices=("float32", "float64"))
 METHOD = Param(
-    str, "auto", "static",
+    str,
+    "auto",
+    "static",
     "how runs advance: step (gradient steps), spectral (exact closed form, linear task with gd), "
     "or auto (spectral where it applies)",
     choices=("auto", "step", "spectral"),

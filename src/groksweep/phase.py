@@ -40,10 +40,15 @@ def grokking_time(
         raise ValueError(f"on must be 'accuracy' or 'loss', got {on!r}")
 
     out = xr.Dataset(attrs=attrs | {"spec": ds.attrs.get("spec", "")})
-    diverged = ds["diverged"] if "diverged" in ds else xr.zeros_like(ds["train_loss"].isel(time=0), bool)
+    diverged = (
+        ds["diverged"] if "diverged" in ds else xr.zeros_like(ds["train_loss"].isel(time=0), bool)
+    )
     for role, values in series.items():
         t = xr.apply_ufunc(
-            first_crossing, values, ds["time"], kwargs={"level": level},
+            first_crossing,
+            values,
+            ds["time"],
+            kwargs={"level": level},
             input_core_dims=[["time"], ["time"]],
         )
         out[f"t_{role}"] = t

@@ -61,7 +61,6 @@ class Bucket:
             hparams={name: values[index] for name, values in self.hparams.items()},
         )
 
-
     def split(self, families: int, slots: int) -> Bucket:
         """Regroup into groups of at most ``families`` x ``slots`` runs (same seeds repeated),
         so that a group fits in memory. Results do not depend on the split."""
@@ -70,7 +69,11 @@ class Bucket:
 
         def regroup(a: np.ndarray, pad_valid: bool = False) -> np.ndarray:
             padding = ((0, 0), (0, n_f * families - f), (0, n_s * slots - s))
-            a = np.pad(a, padding, constant_values=False) if pad_valid else np.pad(a, padding, mode="edge")
+            a = (
+                np.pad(a, padding, constant_values=False)
+                if pad_valid
+                else np.pad(a, padding, mode="edge")
+            )
             a = a.reshape(g, n_f, families, n_s, slots).transpose(0, 1, 3, 2, 4)
             return a.reshape(g * n_f * n_s, families, slots)
 

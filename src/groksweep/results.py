@@ -33,7 +33,9 @@ def to_dataset(
     diverged_at = diverged_at.reshape(sweep.shape)
     data_vars["diverged"] = (axes, diverged_at >= 0)
     data_vars["diverged_at"] = (
-        axes, diverged_at, {"description": "first evaluation step with non-finite loss or weights; -1: never"}
+        axes,
+        diverged_at,
+        {"description": "first evaluation step with non-finite loss or weights; -1: never"},
     )
     coords = {name: list(values) for name, values in sweep.axes.items()}
     coords |= {"eps": list(sweep.eps), "time": times}

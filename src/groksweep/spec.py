@@ -59,9 +59,13 @@ class Sweep:
             axes["seed"] = [SEED.default]
         object.__setattr__(self, "params", params)
         object.__setattr__(self, "axes", axes)
-        object.__setattr__(self, "steps", Param(int, 0, "static", "", ge=1).validate("steps", self.steps))
         object.__setattr__(
-            self, "log_points", Param(int, 0, "static", "", ge=1).validate("log_points", self.log_points)
+            self, "steps", Param(int, 0, "static", "", ge=1).validate("steps", self.steps)
+        )
+        object.__setattr__(
+            self,
+            "log_points",
+            Param(int, 0, "static", "", ge=1).validate("log_points", self.log_points),
         )
         object.__setattr__(self, "eps", _check_eps(self.eps))
         self.runs()  # resolve every run now, so cross-parameter errors surface before compiling

@@ -66,7 +66,9 @@ def train(
         by_group = NamedSharding(_mesh(), PartitionSpec("groups"))
         seeds = jax.device_put(bucket.seeds, by_group)
         hparams = {
-            name: jax.device_put(np.asarray(values, np.int32 if _is_int(task, name) else dtype), by_group)
+            name: jax.device_put(
+                np.asarray(values, np.int32 if _is_int(task, name) else dtype), by_group
+            )
             for name, values in bucket.hparams.items()
         }
         segments = jnp.asarray(np.diff(times), dtype=jnp.int32)
@@ -94,13 +96,18 @@ def state_bytes(task: Task, bucket: Bucket, n_times: int, n_eps: int) -> tuple[i
     float64 = shape["dtype"] == "float64"
     with jax.enable_x64(float64):
         dtype = jnp.float64 if float64 else jnp.float32
-        hp = {n: jax.ShapeDtypeStruct((), jnp.int32 if _is_int(task, n) else dtype) for n in bucket.hparams}
+        hp = {
+            n: jax.ShapeDtypeStruct((), jnp.int32 if _is_int(task, n) else dtype)
+            for n in bucket.hparams
+        }
         draws = jax.eval_shape(lambda: task.sample(jax.random.key(0), shape, dtype))
         shared = jax.eval_shape(lambda d, h: task.share(d, h, shape), draws, hp)
         setup = functools.partial(_setup, task, shape)
         state = jax.eval_shape(setup, {**draws, **shared}, hp)
         eps = jax.ShapeDtypeStruct((n_eps,), dtype)
-        metrics = jax.eval_shape(lambda d, s, e: _evaluate(task, d, s, e), {**draws, **shared}, state, eps)
+        metrics = jax.eval_shape(
+            lambda d, s, e: _evaluate(task, d, s, e), {**draws, **shared}, state, eps
+        )
     size = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
     # Two copies of the state live across a step (old and new); metrics stack over time.
     return size(draws), size(shared), 2 * size(state) + n_times * size(metrics)
@@ -154,6 +161,7 @@ def _program(task_name: str, shape_items: tuple[tuple[str, Any], ...], report: b
         if shape["method"] == "spectral":
             return state | {"model": task.jump(state["model"], data, state["hp"], n_steps)}
         optimizer = make_optimizer(shape["optimizer"], state["hp"])
+
         def step(carry):
             model, opt_state = carry
             updates, opt_state = optimizer.update(
@@ -182,7 +190,9 @@ def _program(task_name: str, shape_items: tuple[tuple[str, Any], ...], report: b
             diverged at its first such evaluation and reports NaN from then on."""
             metrics = _per_run(evaluate)(draws, shared, state, eps)
             finite = _per_run(_finite)(draws, shared, state) & jnp.isfinite(metrics["train_loss"])
-            diverged_at = jnp.where(~finite & (state["diverged_at"] < 0), step, state["diverged_at"])
+            diverged_at = jnp.where(
+                ~finite & (state["diverged_at"] < 0), step, state["diverged_at"]
+            )
             gone = diverged_at >= 0
             metrics = jax.tree.map(lambda m: jnp.where(_expand(gone, m), jnp.nan, m), metrics)
             return state | {"diverged_at": diverged_at}, metrics

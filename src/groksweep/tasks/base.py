@@ -65,11 +65,15 @@ class Task:
         """
         raise NotImplementedError
 
-    def share(self, draws: dict[str, Array], hp: Mapping[str, Array], shape: Shape) -> dict[str, Array]:
+    def share(
+        self, draws: dict[str, Array], hp: Mapping[str, Array], shape: Shape
+    ) -> dict[str, Array]:
         """Data derived from the draws and the ``shared_by`` values in ``hp``, once per family."""
         return {}
 
-    def setup(self, data: dict[str, Array], hp: Mapping[str, Array], shape: Shape) -> tuple[PyTree, dict]:
+    def setup(
+        self, data: dict[str, Array], hp: Mapping[str, Array], shape: Shape
+    ) -> tuple[PyTree, dict]:
         """Return ``(model, run)``: the initial trainable pytree and the run's own constants."""
         raise NotImplementedError
 
@@ -87,12 +91,16 @@ class Task:
         """Metrics at one log point, keyed as in :attr:`metrics`."""
         raise NotImplementedError
 
-    def jump(self, model: PyTree, data: dict[str, Array], hp: Mapping[str, Array], n_steps: Array) -> PyTree:
+    def jump(
+        self, model: PyTree, data: dict[str, Array], hp: Mapping[str, Array], n_steps: Array
+    ) -> PyTree:
         """The model after ``n_steps`` steps of gradient descent, in closed form (``spectral``)."""
         raise NotImplementedError
 
 
-def indexed_normal(key: Array, counts: tuple[int, ...], shape: tuple[int, ...], dtype: Any) -> Array:
+def indexed_normal(
+    key: Array, counts: tuple[int, ...], shape: tuple[int, ...], dtype: Any
+) -> Array:
     """Standard normals of shape ``counts + shape`` whose leading entries do not depend on the
     ``counts``: entry ``[i, j, ...]`` is the same for every ``counts`` that contain it. So padded
     and unpadded runs, and runs with N_tr = 200 and 400, share draws.

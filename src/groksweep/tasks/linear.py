@@ -91,7 +91,11 @@ class Linear(Task):
         rows = (jnp.arange(shape["n_train"]) < hp["n_train"]).astype(x.dtype)
         xm = x * rows[:, None]
         n = hp["n_train"].astype(x.dtype)
-        shared = {"rows": rows, "gram": xm.T @ xm / n, "noise_gram": xm.T @ draws["label_noise"] / n}
+        shared = {
+            "rows": rows,
+            "gram": xm.T @ xm / n,
+            "noise_gram": xm.T @ draws["label_noise"] / n,
+        }
         if shape["method"] == "spectral":
             shared["eigvals"], shared["eigvecs"] = jnp.linalg.eigh(shared["gram"])
         return shared
