@@ -63,7 +63,7 @@ class Bucket:
 
     def split(self, families: int, slots: int) -> Bucket:
         """Regroup into groups of at most ``families`` x ``slots`` runs (same seeds repeated),
-        so that a group fits in memory. Results do not depend on the split."""
+        so that a group fits in memory. Results agree with the unsplit bucket to float rounding."""
         g, f, s = self.run_index.shape
         n_f, n_s = -(-f // families), -(-s // slots)
 
