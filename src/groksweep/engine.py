@@ -83,6 +83,7 @@ def run(
         raise SpecError("a sweep over several processes needs a chunk store (the CLI's --out)")
     elsewhere = []  # chunks other processes train, read back from the store at the end
     chunk_numbers = itertools.count()
+    runs_done = 0
     with tqdm(
         total=sweep.n_runs * sweep.steps,
         unit=" run-steps",
@@ -117,6 +118,8 @@ def run(
                         f"{time.perf_counter() - start:.2f} s"
                     )
                 _scatter(chunk, metrics, outputs, diverged_at)
+                runs_done += chunk.n_runs
+                bar.set_postfix_str(f"{runs_done}/{sweep.n_runs} runs done")
     if processes > 1:
         multihost_utils.sync_global_devices("groksweep: every process saved its chunks")
         for chunk, key in elsewhere:
