@@ -93,6 +93,7 @@ def state_bytes(task: Task, bucket: Bucket, n_times: int, n_eps: int) -> tuple[i
     """Bytes held per group (draws), per family (shared data) and per run (model, optimizer
     state, run constants, recorded metrics), from the shapes the program would produce."""
     shape = dict(bucket.shape)
+    task = task.bind(shape)
     float64 = shape["dtype"] == "float64"
     with jax.enable_x64(float64):
         dtype = jnp.float64 if float64 else jnp.float32
@@ -154,7 +155,8 @@ def _evaluate(task: Task, data: dict, state: dict, eps) -> dict:
 def _program(task_name: str, shape_items: tuple[tuple[str, Any], ...], report: bool) -> Callable:
     """The compiled program of a bucket; ``report`` adds the host callback that feeds the
     progress bar (JAX's persistent cache skips programs with callbacks)."""
-    task, shape = get_task(task_name), dict(shape_items)
+    shape = dict(shape_items)
+    task = get_task(task_name).bind(shape)
 
     def advance(data, state, n_steps):
         data = {**data, **state["run"]}

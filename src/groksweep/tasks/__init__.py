@@ -5,8 +5,9 @@ from __future__ import annotations
 from groksweep.params import unknown_name_error
 from groksweep.tasks.base import Task
 from groksweep.tasks.linear import Linear
+from groksweep.tasks.mlp import MLPTeacherStudent
 
-TASKS: dict[str, Task] = {task.name: task for task in (Linear(),)}
+TASKS: dict[str, Task] = {task.name: task for task in (Linear(), MLPTeacherStudent())}
 
 
 def get_task(name: str) -> Task:

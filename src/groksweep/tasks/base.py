@@ -12,6 +12,7 @@ tasks build masks from them.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -48,6 +49,16 @@ class Task:
     methods: ClassVar[tuple[str, ...]] = ("step",)
     """Ways to advance a run: ``step`` (gradient steps) and, where implemented, ``spectral``
     (:meth:`jump`, exact closed-form advance for gradient descent)."""
+
+    shape: Shape = {}
+    """The bucket's static shape, set by :meth:`bind`, for methods that take no ``shape``."""
+
+    def bind(self, shape: Shape) -> Task:
+        """A copy of the task that knows the bucket's static shape as ``self.shape``; the trainer
+        calls the methods of the bound copy."""
+        bound = copy.copy(self)
+        bound.shape = dict(shape)
+        return bound
 
     def resolve(self, values: dict[str, Any], given: set[str]) -> dict[str, Any]:
         """Turn aliases into canonical parameters and check cross-parameter constraints.
