@@ -50,14 +50,14 @@ class Param:
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpecError(f"{name} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise SpecError(f"{name} must be finite, got {value!r}")
         if self.type is int:
             if value != int(value):
                 raise SpecError(f"{name} must be an integer, got {value!r}")
             value = int(value)
         else:
             value = float(value)
-        if not math.isfinite(value):
-            raise SpecError(f"{name} must be finite, got {value!r}")
         if self.gt is not None and not value > self.gt:
             raise SpecError(f"{name} must be > {self.gt:g}, got {value!r}")
         if self.ge is not None and not value >= self.ge:
