@@ -97,5 +97,6 @@ def reduce_seeds(phase: xr.Dataset, dim: str = "seed") -> xr.Dataset:
             out[f"{name}_{label}"] = value.where(value < sentinel * 1e-3)
     for role in ROLES:
         out[f"{role}_censored_fraction"] = phase[f"{role}_censored"].mean(dim)
-    out["diverged_fraction"] = phase["diverged"].mean(dim)
+    if "diverged" in phase:  # phase files written before divergence was tracked lack it
+        out["diverged_fraction"] = phase["diverged"].mean(dim)
     return out
