@@ -17,7 +17,7 @@ import groksweep as gs
 from groksweep import plot, results
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STEPS = 1000
@@ -41,8 +41,8 @@ def synthetic(axes: dict[str, list], never: dict[str, object] | None = None, see
         mask.loc[never] = True
         test_onset[mask.values] = 99.0
     log_t = np.log10(np.maximum(times, 1))
-    curve = lambda o: 0.5 + 0.5 * np.tanh(6 * (log_t - o[..., None] + 0.25))  # noqa: E731
-    acc = lambda o: np.stack([curve(o), curve(o + 0.1)], axis=-2)  # noqa: E731
+    curve = lambda o: 0.5 + 0.5 * np.tanh(6 * (log_t - o[..., None] + 0.25))
+    acc = lambda o: np.stack([curve(o), curve(o + 0.1)], axis=-2)
     dims = [*axes, "time"]
     ds = xr.Dataset(
         {
@@ -113,7 +113,9 @@ def test_axis_scale_is_log_only_for_positive_values_spanning_a_decade(values, sc
 def test_colour_scale_is_logarithmic_only_when_times_span_decades():
     wide = synthetic({"lam": [0.3, 0.5, 0.7, 1.0, 1.5, 2.0], "gamma": [0.0, 1e-3]})
     narrow = synthetic({"lam": [0.3, 0.5], "gamma": [0.0, 1e-3]})
-    wide_norm = mesh_of(plot.phase_diagram(gs.grokking_time(wide), "lam", "gamma", var="t_test")).norm
+    wide_norm = mesh_of(
+        plot.phase_diagram(gs.grokking_time(wide), "lam", "gamma", var="t_test")
+    ).norm
     narrow_norm = mesh_of(plot.phase_diagram(gs.grokking_time(narrow), "lam", "gamma")).norm
     assert isinstance(wide_norm, colors.LogNorm)
     assert not isinstance(narrow_norm, colors.LogNorm)
@@ -141,7 +143,10 @@ def test_phase_diagram_takes_fixed_axes_and_eps():
         ({"x": "lamb", "y": "gamma"}, "no axis 'lamb'; the axes are lam, gamma, alpha, seed, eps"),
         ({"x": "lam", "y": "lam"}, "x and y must be different axes"),
         ({"x": "lam", "y": "gamma"}, "axis alpha is neither plotted nor fixed"),
-        ({"x": "lam", "y": "gamma", "alpha": 3.0}, "alpha=3.0 is not on the grid; its values are 1, 2"),
+        (
+            {"x": "lam", "y": "gamma", "alpha": 3.0},
+            "alpha=3.0 is not on the grid; its values are 1, 2",
+        ),
         ({"x": "lam", "y": "gamma", "alpha": 1.0, "eps": 0.5}, "eps=0.5 is not on the grid"),
         ({"x": "lam", "y": "gamma", "alpha": 1.0, "var": "dt"}, "var must be one of"),
     ],
@@ -189,3 +194,76 @@ def test_figures_for_writes_the_default_set(grid2, tmp_path):
     for path in paths:
         assert_png(path)
     assert plt.get_fignums() == []  # no figure left open
+
+
+# --- theory overlays -----------------------------------------------------------------------------
+def black_lines(ax):
+    return [line for line in ax.lines if colors.to_hex(line.get_color()) == "#000000"]
+
+
+def test_learning_curves_overlay_theory_in_black(grid2):
+    ds, _ = grid2
+    times = np.geomspace(1, STEPS, 50)
+    lam = ds["lam"].values
+    decay = np.exp(-times[None, :] / (100 * (1 + lam[:, None])))
+    theory = xr.Dataset(
+        {name: (("lam", "time"), decay) for name in ("train_loss", "test_loss")}
+        | {
+            name: (("lam", "eps", "time"), np.stack([1 - decay, 1 - decay], axis=1))
+            for name in ("train_acc", "test_acc")
+        },
+        coords={"lam": lam, "eps": [1e-3, 1e-2], "time": times},
+    )
+    fig = plot.learning_curves(ds, gamma=1e-3, theory=theory)
+    loss_ax, acc_ax = fig.axes
+    assert len(black_lines(loss_ax)) == len(black_lines(acc_ax)) == 2 * len(lam)
+    assert len(loss_ax.lines) == 2 * 4 + 2 * len(lam)  # data lines unchanged
+    assert {line.get_linestyle() for line in black_lines(loss_ax)} == {"--", "-"}
+    np.testing.assert_allclose(black_lines(loss_ax)[0].get_ydata(), decay[0])
+    assert "theory (black)" in [t.get_text() for t in loss_ax.get_legend().texts]
+    # only the losses: accuracies are optional
+    fig = plot.learning_curves(ds, gamma=1e-3, theory=theory[["test_loss"]])
+    assert len(black_lines(fig.axes[0])) == len(lam) and not black_lines(fig.axes[1])
+    with pytest.raises(ValueError, match="theory has axis alpha"):
+        plot.learning_curves(ds, gamma=1e-3, theory=theory.expand_dims(alpha=[1.0, 2.0]))
+
+
+def test_delta_t_curve_overlays_theory_per_eps_and_labelled_variants():
+    ds = synthetic({"lam": [0.3, 0.5, 0.7, 1.5]}, never={"lam": 1.5})
+    phase = gs.grokking_time(ds)
+    dense = np.linspace(0.2, 1.0, 30)
+    exact = xr.DataArray(
+        np.outer([1.0, 2.0], 10 + 100 * dense),
+        dims=("eps", "lam"),
+        coords={"eps": [1e-3, 1e-2], "lam": dense},
+    )
+    fig = plot.delta_t_curve(phase, "lam", theory=exact)
+    lines = black_lines(fig.axes[0])
+    assert len(lines) == 2  # one per threshold drawn
+    np.testing.assert_allclose(lines[1].get_ydata(), 2 * (10 + 100 * dense))
+    fig = plot.delta_t_curve(
+        phase, "lam", eps=1e-2, theory={"exact": exact, "eq. 11": exact.isel(eps=0, drop=True)}
+    )
+    lines = black_lines(fig.axes[0])
+    assert [line.get_linestyle() for line in lines] == ["-", "--"]
+    labels = [t.get_text() for t in fig.axes[0].get_legend().texts]
+    assert "exact" in labels and "eq. 11" in labels
+    with pytest.raises(ValueError, match="no axis 'lam'"):
+        plot.delta_t_curve(phase, "lam", theory=exact.rename(lam="gamma"))
+
+
+def test_phase_diagrams_share_a_colour_scale(grid2):
+    _, phase = grid2
+    slow = phase.copy()
+    slow["delta_t"] = phase["delta_t"] * 100
+    norm = plot.shared_norm(phase["delta_t"], slow["delta_t"])
+    assert isinstance(norm, colors.LogNorm)
+    assert norm.vmax == pytest.approx(float(slow["delta_t"].max()))
+    for data in (phase, slow):
+        assert mesh_of(plot.phase_diagram(data, "lam", "gamma", norm=norm)).norm is norm
+
+
+def test_delta_t_curve_without_censored_points_draws_no_empty_marker_line():
+    ds = synthetic({"lam": [0.3, 0.5, 0.7]})
+    fig = plot.delta_t_curve(gs.grokking_time(ds), "lam")
+    assert not [line for line in fig.axes[0].lines if line.get_marker() == "^"]

@@ -44,6 +44,7 @@ LABELS = {
     "n_train": "N_tr",
     "lr": "lr",
     "eps": "ε",
+    "noise": "σ (label noise)",
 }
 TIMES = {"delta_t": "Δt", "t_train": "t_train", "t_test": "t_test"}
 REDUCTIONS = ("median", "q25", "q75")
@@ -68,6 +69,7 @@ def phase_diagram(
     path: str | Path | None = None,
     diverged: xr.DataArray | None = None,
     cmap: str = "viridis",
+    norm: colors.Normalize | None = None,
     **fixed: Any,
 ) -> Figure:
     """Heat map of a grokking time (``var``: delta_t, t_train or t_test) over axes ``x`` and ``y``.
@@ -76,7 +78,8 @@ def phase_diagram(
     centred on the grid values, with edges at the midpoints in each axis's scale (geometric
     midpoints on log axes). The colour scale is logarithmic when the times are positive and span
     more than a decade. Censored cells (no grokking within the steps) are white; cells where the
-    boolean ``diverged`` is True (for any seed) are grey and hatched.
+    boolean ``diverged`` is True (for any seed) are grey and hatched. ``norm`` fixes the colour
+    scale (e.g. one :func:`shared_norm` for maps drawn side by side).
     """
     _require_dims(phase, [x, y])
     if x == y:
@@ -90,7 +93,7 @@ def phase_diagram(
     ye = _edges(ax, "y", y, data[y].values)
     colormap = colormaps[cmap].with_extremes(bad="white")
     values = np.ma.masked_invalid(data.values)
-    mesh = ax.pcolormesh(xe, ye, values, cmap=colormap, norm=_norm(data.values))
+    mesh = ax.pcolormesh(xe, ye, values, cmap=colormap, norm=norm or _norm(data.values))
     note = f"white: no grokking within {_steps(phase)}"
     fig.colorbar(mesh, ax=ax, label=f"{TIMES[var]} (steps)\n{note}")
     if diverged is not None:
@@ -106,6 +109,7 @@ def delta_t_curve(
     eps: float | None = None,
     ax: Axes | None = None,
     path: str | Path | None = None,
+    theory: xr.DataArray | Mapping[str, xr.DataArray] | None = None,
     **fixed: Any,
 ) -> Figure:
     """Δt against one grid axis: the seed median with its quartile band, one curve per eps.
@@ -113,6 +117,11 @@ def delta_t_curve(
     Meant for sweeps with one axis besides seed; other axes must be fixed with keywords.
     Censored points (no grokking in half the seeds or more) have no value: they are marked
     with an open triangle on the top edge of the panel. ``eps=None`` draws every threshold.
+
+    ``theory`` overlays predictions in black: a DataArray of Δt over a dim named ``x`` (its own,
+    possibly denser, coordinate; NaN where the theory predicts no grokking), or a mapping from
+    legend label to such arrays, drawn solid, dashed, dotted, dash-dotted in turn. An ``eps``
+    dim is matched to each threshold drawn; dims named in ``fixed`` are selected likewise.
     """
     _require_dims(phase, [x])
     stats = {q: _sorted(v) for q, v in _seed_stats(phase, "delta_t", keep=(x,)).items()}
@@ -127,19 +136,43 @@ def delta_t_curve(
         ax.plot(positions, curve["median"], "o-", color=color, label=name)
         ax.fill_between(positions, curve["q25"], curve["q75"], color=color, alpha=0.2, lw=0)
         censored = np.isnan(curve["median"])
-        ax.plot(positions[censored], np.ones(censored.sum()), "^", mfc="none", color=color,
-                transform=ax.get_xaxis_transform(), clip_on=False)
+        if censored.any():  # an empty unclipped line would sit at the display origin (layout)
+            ax.plot(
+                positions[censored],
+                np.ones(censored.sum()),
+                "^",
+                mfc="none",
+                color=color,
+                transform=ax.get_xaxis_transform(),
+                clip_on=False,
+            )
         medians.append(curve["median"])
+        if theory is not None:
+            _draw_theory_delta_t(ax, theory, x, chosen, first=i == 0)
     medians = np.concatenate(medians)
     ax.set_yscale("log" if _spans_decades(medians) else "linear")
     ax.set_ylabel("Δt (steps)")
     handles = ax.get_legend_handles_labels()[0]
     if np.isnan(medians).any():
-        handles.append(Line2D([], [], ls="", marker="^", mfc="none", color="0.3",
-                              label=f"no grokking within {_steps(phase)}"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="",
+                marker="^",
+                mfc="none",
+                color="0.3",
+                label=f"no grokking within {_steps(phase)}",
+            )
+        )
     ax.legend(handles=handles, fontsize="small")
-    ax.set_title(_title({k: v for k, v in chosen.items() if k != "eps"},
-                        _n_seeds(phase, (x,)), "median and quartiles"))
+    ax.set_title(
+        _title(
+            {k: v for k, v in chosen.items() if k != "eps"},
+            _n_seeds(phase, (x,)),
+            "median and quartiles",
+        )
+    )
     return _finish(fig, path)
 
 
@@ -150,6 +183,7 @@ def learning_curves(
     eps: float | None = None,
     ax: Sequence[Axes] | None = None,
     path: str | Path | None = None,
+    theory: xr.Dataset | None = None,
     **fixed: Any,
 ) -> Figure:
     """Loss (log-log) and accuracy (log time, linear accuracy) against time; train dashed, test solid.
@@ -158,6 +192,11 @@ def learning_curves(
     across seeds. Other axes are fixed with keyword arguments (``gamma=1e-3``) or else at their
     first value; accuracies at threshold ``eps`` (default: the first). Step 0 is dropped, as it
     has no place on a log time axis. ``ax`` is an optional pair of axes (loss, accuracy).
+
+    ``theory`` overlays predictions as thin black lines in the same styles: a Dataset with any of
+    ``train_loss``, ``test_loss``, ``train_acc``, ``test_acc`` over a ``time`` coordinate (its
+    own, e.g. denser, times) and, where it has them, the dims ``by``, ``eps`` and the fixed axes,
+    which are selected like the data.
     """
     grid = [d for d in ds["train_loss"].dims if d != "time"]
     by = by if by is not None else next((a for a in grid if a != "seed"), None)
@@ -178,10 +217,19 @@ def learning_curves(
             acc_ax.plot(group["time"], group[f"{role}_acc"], style, color=color)
     loss_ax.set(xscale="log", yscale="log", xlabel="step", ylabel="loss")
     acc_ax.set(xscale="log", ylim=(-0.02, 1.02), xlabel="step", ylabel=_acc_label(chosen))
-    handles = [Line2D([], [], color="k", ls=s, label=r) for r, s in (("train", "--"), ("test", "-"))]
+    key = "k" if theory is None else "0.5"
+    handles = [
+        Line2D([], [], color=key, ls=s, label=r) for r, s in (("train", "--"), ("test", "-"))
+    ]
+    if theory is not None:
+        for value, _ in groups:
+            _draw_theory_curves(loss_ax, acc_ax, theory, chosen | ({by: value} if by else {}))
+        handles.append(Line2D([], [], color="k", lw=THEORY_LW, label="theory (black)"))
     if by is not None:
-        handles += [Line2D([], [], color=c, label=f"{label(by)} = {_fmt(v)}")
-                    for c, (v, _) in zip(palette, groups)]
+        handles += [
+            Line2D([], [], color=c, label=f"{label(by)} = {_fmt(v)}")
+            for c, (v, _) in zip(palette, groups)
+        ]
     loss_ax.legend(handles=handles, fontsize="small")
     fig.suptitle(_title({k: v for k, v in chosen.items() if k != "eps"}, seeds, "median"))
     return _finish(fig, path)
@@ -201,12 +249,70 @@ def figures_for(ds: xr.Dataset, phase: xr.Dataset, out_dir: str | Path) -> list[
     if len(grid) >= 2:
         rest = {a: phase[a].values[0] for a in grid[2:]}
         paths.append(out / "phase_diagram.png")
-        diverged = phase["diverged"] if "diverged" in phase else None
+        diverged = phase.get("diverged")
         phase_diagram(phase, grid[0], grid[1], path=paths[-1], diverged=diverged, **rest)
     elif len(grid) == 1:
         paths.append(out / "delta_t.png")
         delta_t_curve(phase, grid[0], path=paths[-1])
     return paths
+
+
+def shared_norm(*maps: np.ndarray | xr.DataArray) -> colors.Normalize:
+    """One colour normalisation for several maps of times (logarithmic when their finite values
+    are positive and span a decade), so maps drawn side by side share a colour scale."""
+    finite = [np.asarray(m, dtype=float).ravel() for m in maps]
+    return _norm(np.concatenate(finite))
+
+
+# --- theory overlays ---------------------------------------------------------------------------
+THEORY_LW = 1.0
+THEORY_STYLES = ("-", "--", ":", "-.")
+
+
+def _select_like(data: xr.DataArray | xr.Dataset, chosen: Mapping[str, Any], keep: Sequence[str]):
+    """``data`` at the values ``chosen`` for each of its dims not in ``keep``; a ValueError names a
+    dim that is neither kept nor chosen."""
+    for name in [d for d in data.dims if d not in keep]:
+        if name not in chosen:
+            raise ValueError(
+                f"theory has axis {name}, which the figure neither plots nor fixes; select one "
+                f"value of it first"
+            )
+        data = data.isel({name: _index(data, name, chosen[name])})
+    return data
+
+
+def _draw_theory_curves(loss_ax: Axes, acc_ax: Axes, theory: xr.Dataset, chosen: Mapping) -> None:
+    """Black train (dashed) / test (solid) loss and accuracy curves of ``theory`` at ``chosen``."""
+    for role, style in (("train", "--"), ("test", "-")):
+        for ax, var in ((loss_ax, f"{role}_loss"), (acc_ax, f"{role}_acc")):
+            if var not in theory:
+                continue
+            curve = _select_like(theory[var], chosen, keep=("time",))
+            times = curve["time"].values
+            shown = times > 0
+            ax.plot(times[shown], curve.values[shown], style, color="k", lw=THEORY_LW, zorder=3)
+
+
+def _draw_theory_delta_t(ax: Axes, theory, x: str, chosen: Mapping, first: bool) -> None:
+    """Black Δt curves of ``theory`` (one array or label -> array) along ``x`` at ``chosen``."""
+    curves = {"theory": theory} if isinstance(theory, xr.DataArray) else dict(theory)
+    for (name, curve), style in zip(curves.items(), THEORY_STYLES * len(curves)):
+        _require_dims(curve, [x])
+        if not _numeric(curve[x].values):
+            raise ValueError(f"theory needs a numeric axis {x}")
+        if "eps" not in curve.dims and not first:
+            continue  # no eps dim: one curve for all thresholds
+        curve = _select_like(curve, chosen, keep=(x,)).sortby(x)
+        ax.plot(
+            curve[x].values,
+            curve.values,
+            style,
+            color="k",
+            lw=THEORY_LW + 0.2,
+            zorder=3,
+            label=name if first else None,
+        )
 
 
 # --- selecting data ----------------------------------------------------------------------------
@@ -356,7 +462,9 @@ def _edges(ax: Axes, which: str, name: str, values: np.ndarray) -> np.ndarray:
         edges = centres + np.array([-0.5, 0.5])
     else:
         middle = (centres[1:] + centres[:-1]) / 2
-        edges = np.concatenate([[2 * centres[0] - middle[0]], middle, [2 * centres[-1] - middle[-1]]])
+        edges = np.concatenate(
+            [[2 * centres[0] - middle[0]], middle, [2 * centres[-1] - middle[-1]]]
+        )
     return scale.inverted().transform(edges)
 
 

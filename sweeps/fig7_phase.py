@@ -1,0 +1,180 @@
+"""Fig. 7 of Levi, Beck & Bar-Sinai: grokking-time phase diagrams, trained and theory.
+
+Three maps of Δt = t_test - t_train (seed median; white: no grokking): gamma x d_out at
+lam = 0.7, gamma x lam at d_out = 1, and d_out x lam at gamma = 0; each trained on a coarse
+grid (left) and from the exact theory on a 40 x 40 grid (right), the pair on one colour
+scale (red: short, blue: long, as in the paper). lr = 0.01, eps = 1e-3, accuracy 95%.
+
+    python sweeps/fig7_phase.py [--full] [--out DIR] [--docs]
+
+Quick: d_in = 200, 2 seeds, 6-8 values per axis (d_out <= 300). Full: d_in = 1000, 4 seeds,
+more values and d_out up to 1000. The theory maps alone (3 x 40 x 40 points) take about a second.
+"""
+
+from __future__ import annotations
+
+import time
+
+import _reproduce as rp
+import numpy as np
+from matplotlib import ticker
+
+import groksweep as gs
+from groksweep import plot
+
+FIXED_LAM = 0.7
+GRID = 40
+MAPS = [  # (x, y, fixed values): trained axes come from sweeps(), theory axes from THEORY_AXES
+    ("gamma", "d_out", {"lam": FIXED_LAM}),
+    ("gamma", "lam", {"d_out": 1}),
+    ("d_out", "lam", {"gamma": 0.0}),
+]
+THEORY_AXES = {
+    "gamma": np.geomspace(1e-5, 1e-1, GRID),
+    "d_out": np.geomspace(1, 1000, GRID),  # the theory is analytic in d_out
+    "lam": np.linspace(0.05, 1.5, GRID),
+}
+
+
+def sweeps(full: bool) -> list[gs.Sweep]:
+    if full:
+        gamma = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+        d_out = [1, 3, 10, 30, 100, 300, 1000]
+        lam = [0.1, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.1, 1.5]
+        base, seeds, log_points = {"d_in": 1000, "n_test": 4000}, list(range(4)), 200
+    else:
+        gamma = [1e-5, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+        d_out = [1, 3, 10, 30, 100, 300]
+        lam = [0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1.1, 1.5]
+        base, seeds, log_points = {"d_in": 200, "n_test": 1000}, [0, 1], 100
+    axes = {"gamma": gamma, "d_out": d_out, "lam": lam}
+    out = []
+    for x, y, fixed in MAPS:
+        out.append(
+            gs.Sweep(
+                "linear",
+                params=base | {"lr": 0.01} | fixed,
+                axes={y: axes[y], x: axes[x], "seed": seeds},
+                steps=1_000_000,
+                log_points=log_points,
+                eps=[1e-3],
+            )
+        )
+    return out
+
+
+def main() -> None:
+    args = rp.arguments("fig7", __doc__.splitlines()[0])
+    start = time.perf_counter()
+    theory_maps = [
+        rp.theory_times(**{y: THEORY_AXES[y], x: THEORY_AXES[x]}, **fixed) for x, y, fixed in MAPS
+    ]
+    theory_seconds = time.perf_counter() - start
+    print(f"theory: 3 maps of {GRID} x {GRID} points in {theory_seconds:.2f} s")
+
+    fig, axes = rp.panels(2, rows=3, width=5.6, height=4.2)
+    tables = []
+    for k, ((x, y, fixed), sweep, theory_map) in enumerate(
+        zip(MAPS, sweeps(args.full), theory_maps)
+    ):
+        tag = f"{y}_{x}"
+        ds, phase = rp.train(sweep, args, tag=tag)
+        rp.save_theory(args, rp.theory_on_grid(ds)[0], theory_map, tag=tag)
+        trained = gs.reduce_seeds(phase)["delta_t_median"].isel(eps=0)
+        norm = plot.shared_norm(trained.values, theory_map["delta_t"].values)
+        where = ", ".join(f"{plot.label(n)} = {v:g}" for n, v in fixed.items())
+        for ax, data, source in (
+            (axes[k][0], phase, "trained"),
+            (axes[k][1], theory_map, "theory"),
+        ):
+            plot.phase_diagram(data, x, y, ax=ax, norm=norm, cmap="Spectral")
+            ax.set_title(
+                f"{source}: {where}"
+                + (
+                    f" ({ds.sizes['seed']} seeds, median)"
+                    if source == "trained"
+                    else f" ({GRID}×{GRID})"
+                )
+            )
+        mesh = next(c for c in axes[k][1].collections if getattr(c, "colorbar", None))
+        mesh.colorbar.set_label("Δt (steps)\nwhite: never groks")
+        for which, name in (("x", x), ("y", y)):
+            tidy(axes[k][1], which, name)
+            limits = getattr(axes[k][1], f"get_{which}lim")()
+            tidy(axes[k][0], which, name)
+            getattr(axes[k][0], f"set_{which}lim")(limits)
+        axes[k][0].set_facecolor("0.85")  # outside the trained grid
+        tables.append(map_table(phase, theory_map, x, y, fixed, sweep))
+    d_in = sweeps(args.full)[0].params["d_in"]
+    fig.suptitle(
+        f"Fig. 7: Δt phase diagrams, trained (left, d_in = {d_in}; grey: outside the "
+        f"trained grid) and exact theory (right); lr = 0.01, ε = 1e-3"
+    )
+    rp.finish(fig, args, tables, theory_seconds=round(theory_seconds, 2))
+
+
+def tidy(ax, which: str, name: str) -> None:
+    """lam on a linear axis, gamma and d_out on log axes, with default tick locators."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    getattr(ax, f"set_{which}scale")("linear" if name == "lam" else "log")
+    if name == "lam":
+        axis.set_major_locator(ticker.MultipleLocator(0.25))
+        axis.set_major_formatter(ticker.ScalarFormatter())
+    else:
+        axis.set_major_locator(ticker.LogLocator())
+        axis.set_major_formatter(ticker.LogFormatterSciNotation())
+        axis.set_minor_locator(ticker.LogLocator(subs="auto"))
+
+
+def map_table(phase, theory_map, x, y, fixed, sweep) -> str:
+    """Agreement of one trained map with the theory at the trained grid points."""
+    summary = gs.reduce_seeds(phase).isel(eps=0)
+    exact = rp.theory_times(
+        **{y: np.asarray(sweep.axes[y], float), x: np.asarray(sweep.axes[x], float)}, **fixed
+    )
+    trained = summary["delta_t_median"].transpose(y, x).values
+    theory_dt = exact["delta_t"].transpose(y, x).values
+    both = np.isfinite(trained) & np.isfinite(theory_dt)
+    ratio = trained[both] / theory_dt[both]
+    disagree = (np.isfinite(trained) != np.isfinite(theory_dt)).sum()
+    # eq. 12 at the trained d_in (see rp.finite_size_times), at the cells where both grok
+    grid = np.meshgrid(exact[y].values, exact[x].values, indexing="ij")
+    finite = np.array(
+        [
+            np.subtract(*rp.finite_size_times(sweep.params["d_in"], **({y: a, x: b} | fixed))[::-1])
+            for a, b in zip(grid[0][both], grid[1][both])
+        ]
+    )
+    corrected = trained[both] / finite
+    rows = [
+        [
+            f"{y} × {x}",
+            ", ".join(f"{n} = {v:g}" for n, v in fixed.items()),
+            f"{trained.size}",
+            f"{both.sum()}",
+            f"{np.median(np.abs(ratio - 1)):.3f}",
+            f"{np.max(np.abs(ratio - 1)):.3f}",
+            f"{np.median(np.abs(corrected - 1)):.3f}",
+            f"{np.max(np.abs(corrected - 1)):.3f}",
+            f"{disagree}",
+        ]
+    ]
+    return rp.table(
+        [
+            "map",
+            "fixed",
+            "cells",
+            "both grok",
+            "median \\|trained/theory − 1\\|",
+            "max",
+            "median vs finite-d_in eq. 12",
+            "max",
+            "cells where only one groks",
+        ],
+        rows,
+        f"Phase map {y} × {x}: trained (seed median) against theory",
+    )
+
+
+if __name__ == "__main__":
+    main()
