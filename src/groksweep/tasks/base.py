@@ -131,3 +131,32 @@ def check_alias(given: set[str], alias: str, canonical: str) -> None:
     """Refuse a sweep that sets both a parameter and its alias."""
     if alias in given and canonical in given:
         raise SpecError(f"give either {alias} or {canonical}, not both")
+
+
+DEFAULT_LAM = 0.5
+
+REGRESSION_METRICS: dict[str, tuple[str, ...]] = {
+    "train_loss": (),
+    "test_loss": (),
+    "train_acc": ("eps",),
+    "test_acc": ("eps",),
+    "weight_norm": (),
+}
+"""Metrics of the teacher-student regression tasks: losses, accuracies per threshold eps, and
+the student's weight norm."""
+
+
+def resolve_n_train(values: dict[str, Any], given: set[str]) -> dict[str, Any]:
+    """Replace the alias ``lam`` by ``n_train = round(d_in / lam)`` (lam defaults to
+    ``DEFAULT_LAM`` unless n_train is given); refuse both, and an n_train rounding to 0."""
+    check_alias(given, "lam", "n_train")
+    values = dict(values)
+    lam = values.pop("lam")
+    if "n_train" not in given:
+        lam = DEFAULT_LAM if lam is None else lam
+        values["n_train"] = round(values["d_in"] / lam)
+        if values["n_train"] < 1:
+            raise SpecError(
+                f"lam={lam:g} gives n_train = round(d_in/lam) = 0 at d_in={values['d_in']}"
+            )
+    return values

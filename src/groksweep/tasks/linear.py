@@ -31,10 +31,15 @@ from typing import Any
 import jax.numpy as jnp
 from jax import Array, random
 
-from groksweep.params import Param, SpecError
-from groksweep.tasks.base import Shape, Task, check_alias, indexed_normal
-
-DEFAULT_LAM = 0.5
+from groksweep.params import Param
+from groksweep.tasks.base import (
+    DEFAULT_LAM,
+    REGRESSION_METRICS,
+    Shape,
+    Task,
+    indexed_normal,
+    resolve_n_train,
+)
 
 
 class Linear(Task):
@@ -48,30 +53,14 @@ class Linear(Task):
         "alpha": Param(float, 1.0, "traced", "student initial-weight scale", gt=0),
         "noise": Param(float, 0.0, "traced", "std of training-label noise", ge=0),
     }
-    metrics = {
-        "train_loss": (),
-        "test_loss": (),
-        "train_acc": ("eps",),
-        "test_acc": ("eps",),
-        "weight_norm": (),
-    }
+    metrics = REGRESSION_METRICS
     # Steps cost d_in^2 d_out whatever N_tr (they use Sigma), so only d_out is worth bucketing.
     max_padding = {"d_out": 4.0}
     shared_by = ("n_train",)
     methods = ("step", "spectral")
 
     def resolve(self, values: dict[str, Any], given: set[str]) -> dict[str, Any]:
-        check_alias(given, "lam", "n_train")
-        values = dict(values)
-        lam = values.pop("lam")
-        if "n_train" not in given:
-            lam = DEFAULT_LAM if lam is None else lam
-            values["n_train"] = round(values["d_in"] / lam)
-            if values["n_train"] < 1:
-                raise SpecError(
-                    f"lam={lam:g} gives n_train = round(d_in/lam) = 0 at d_in={values['d_in']}"
-                )
-        return values
+        return resolve_n_train(values, given)
 
     def sample(self, key: Array, shape: Shape, dtype: Any) -> dict[str, Array]:
         d_in, n_train, d_out = shape["d_in"], shape["n_train"], shape["d_out"]

@@ -121,10 +121,15 @@ import jax
 import jax.numpy as jnp
 from jax import Array, random
 
-from groksweep.params import Param, SpecError
-from groksweep.tasks.base import Shape, Task, check_alias, indexed_normal
-
-DEFAULT_LAM = 0.5
+from groksweep.params import Param
+from groksweep.tasks.base import (
+    DEFAULT_LAM,
+    REGRESSION_METRICS,
+    Shape,
+    Task,
+    indexed_normal,
+    resolve_n_train,
+)
 
 ACTIVATIONS = {
     "linear": lambda z: z,
@@ -160,29 +165,13 @@ class MLPTeacherStudent(Task):
         "init_scale": Param(float, 1.0, "traced", "scale of the student's initial weights", gt=0),
         "noise": Param(float, 0.0, "traced", "std of training-label noise", ge=0),
     }
-    metrics = {
-        "train_loss": (),
-        "test_loss": (),
-        "train_acc": ("eps",),
-        "test_acc": ("eps",),
-        "weight_norm": (),
-    }
+    metrics = REGRESSION_METRICS
     # A step costs N_tr d_in d_h: padding n_train wastes work in proportion; d_out is cheap.
     max_padding = {"n_train": 2.0, "d_out": 4.0}
     shared_by = ("n_train",)
 
     def resolve(self, values: dict[str, Any], given: set[str]) -> dict[str, Any]:
-        check_alias(given, "lam", "n_train")
-        values = dict(values)
-        lam = values.pop("lam")
-        if "n_train" not in given:
-            lam = DEFAULT_LAM if lam is None else lam
-            values["n_train"] = round(values["d_in"] / lam)
-            if values["n_train"] < 1:
-                raise SpecError(
-                    f"lam={lam:g} gives n_train = round(d_in/lam) = 0 at d_in={values['d_in']}"
-                )
-        return values
+        return resolve_n_train(values, given)
 
     def sample(self, key: Array, shape: Shape, dtype: Any) -> dict[str, Array]:
         d_in, d_h, n_train, d_out = shape["d_in"], shape["d_h"], shape["n_train"], shape["d_out"]
