@@ -7,7 +7,8 @@ Every parameter has a *role* that tells the engine how it enters the compiled pr
 - ``padded``: an integer size that varies between runs of one bucket (the number of training
   samples, the output dimension). Arrays are padded to the bucket's largest value and masked.
 - ``traced``: a float hyperparameter passed to the program as an array (lr, gamma, alpha, ...);
-  changing its value never recompiles.
+  changing its value never recompiles. A traced string parameter (the arithmetic ``op``) is
+  passed as the index of its value in ``choices``.
 - ``seed``: selects the random draws; runs sharing a seed (and shapes) share data.
 - ``alias``: an alternative way of giving another parameter (``lam`` for ``n_train``); the task
   turns it into the canonical parameter before planning.

@@ -66,9 +66,7 @@ def train(
         by_group = NamedSharding(_mesh(), PartitionSpec("groups"))
         seeds = jax.device_put(bucket.seeds, by_group)
         hparams = {
-            name: jax.device_put(
-                np.asarray(values, np.int32 if _is_int(task, name) else dtype), by_group
-            )
+            name: jax.device_put(_hparam_array(task, name, values, dtype), by_group)
             for name, values in bucket.hparams.items()
         }
         segments = jnp.asarray(np.diff(times), dtype=jnp.int32)
@@ -115,8 +113,16 @@ def state_bytes(task: Task, bucket: Bucket, n_times: int, n_eps: int) -> tuple[i
 
 
 def _is_int(task: Task, name: str) -> bool:
+    """Integer hyperparameters: padded sizes, and traced choices (passed as their index)."""
     param = task.params.get(name)
-    return param is not None and param.type is int
+    return param is not None and param.type in (int, str)
+
+
+def _hparam_array(task: Task, name: str, values: np.ndarray, dtype) -> np.ndarray:
+    param = task.params.get(name)
+    if param is not None and param.type is str:
+        return np.vectorize(param.choices.index, otypes=[np.int32])(values)
+    return np.asarray(values, np.int32 if _is_int(task, name) else dtype)
 
 
 def _mesh() -> Mesh:

@@ -40,6 +40,10 @@ class Task:
     the spec."""
     metrics: ClassVar[dict[str, tuple[str, ...]]]
     """Recorded metrics: data variable name -> its dims besides the grid axes and time."""
+    measures: ClassVar[dict[str, tuple[str, ...]]] = {}
+    """Optional task-specific progress measures (name -> dims besides the grid axes and time),
+    recorded only when a sweep names them in ``measures``; computed by :meth:`measure`. The
+    generic measures of :mod:`groksweep.measures` are available to every task."""
     max_padding: ClassVar[dict[str, float]] = {}
     """For padded parameters: the largest ratio of bucket maximum to a run's value before the
     planner opens a new shape bucket. Missing means unlimited."""
@@ -100,6 +104,20 @@ class Task:
         self, model: PyTree, data: dict[str, Array], hp: Mapping[str, Array], eps: Array
     ) -> dict[str, Array]:
         """Metrics at one log point, keyed as in :attr:`metrics`."""
+        raise NotImplementedError
+
+    def measure(
+        self, name: str, model: PyTree, data: dict[str, Array], hp: Mapping[str, Array]
+    ) -> Array:
+        """The task-specific measure ``name`` (a key of :attr:`measures`) at one log point."""
+        raise NotImplementedError
+
+    def probe(
+        self, model: PyTree, data: dict[str, Array], hp: Mapping[str, Array], n: int
+    ) -> tuple[Array, Array]:
+        """``(outputs, targets)``, each (n, outputs): the predictor and its targets on the first
+        ``n`` test inputs. Generic measures (NTK alignment) differentiate ``outputs`` with
+        respect to ``model``."""
         raise NotImplementedError
 
     def jump(

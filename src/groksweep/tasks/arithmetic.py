@@ -1,0 +1,119 @@
+"""Prime-field arithmetic datasets and the losses of the algorithmic tasks (``modular_mlp`` and
+``transformer``).
+
+Data
+----
+The examples are all p^2 pairs (a, b) with a, b in 0 .. p-1, in the order ``i = a p + b``; the
+label of pair i is ``(a op b) mod p`` for ``op`` in :data:`OPS`. The train/test split is a mask
+over the p^2 examples, so the train fraction ``frac`` is a traced hyperparameter: runs with
+different fractions share one compiled program. Split kinds (Gu et al.'s structured splits
+besides the random one):
+
+- ``random``: a seed-dependent random order of the p^2 pairs; the first
+  ``round(frac p^2)`` are trained on. Splits are nested: at one seed, the training set at a
+  smaller frac is a subset of the one at a larger frac.
+- ``block``: a square block of ``round(sqrt(1 - frac) p)`` consecutive values of a and of b
+  (cyclically, at a seed-dependent corner) is held out; everything else is trained on.
+- ``strips``: ``round((1 - frac) p)`` seed-dependent values of a (rows of the table) are held
+  out entirely.
+
+The achieved fraction differs from ``frac`` by rounding; every normalisation uses the mask's
+own count. The split depends only on the seed (and frac), never on the other hyperparameters.
+
+Losses
+------
+``cross_entropy``: mean over training examples of -log softmax(logits)[label].
+``mse``: mean over training examples of ||out - onehot(label)||^2 / p, i.e. PyTorch's
+``MSELoss`` on one-hot targets (mean over all N p entries).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import Array, random
+
+from groksweep.params import Param
+
+OPS = ("add", "sub", "mul", "x2+xy+y2")
+SPLITS = ("random", "block", "strips")
+LOSSES = ("cross_entropy", "mse")
+
+ARITHMETIC_PARAMS: dict[str, Param] = {
+    "p": Param(int, 23, "static", "the prime modulus: p^2 examples, p classes", ge=2),
+    "op": Param(str, "add", "traced", "the operation (a op b) mod p", choices=OPS),
+    "frac": Param(float, 0.5, "traced", "fraction of the p^2 pairs trained on", gt=0, lt=1),
+    "split": Param(str, "random", "static", "which pairs are held out", choices=SPLITS),
+    "loss": Param(str, "cross_entropy", "static", "training loss", choices=LOSSES),
+}
+"""Parameters every arithmetic task declares."""
+
+CLASSIFICATION_METRICS: dict[str, tuple[str, ...]] = {
+    "train_loss": (),
+    "test_loss": (),
+    "train_acc": (),
+    "test_acc": (),
+}
+"""Losses and argmax accuracies on the train and test pairs."""
+
+
+def operands(p: int) -> tuple[Array, Array]:
+    """The (a, b) of all p^2 examples, example ``i = a p + b``."""
+    i = jnp.arange(p * p, dtype=jnp.int32)
+    return i // p, i % p
+
+
+def labels(op: Array, p: int) -> Array:
+    """``(a op b) mod p`` of every example; ``op`` is a (traced) index into :data:`OPS`."""
+    a, b = operands(p)
+    table = jnp.stack([(a + b) % p, (a - b) % p, (a * b) % p, (a * a + a * b + b * b) % p])
+    return table[op]
+
+
+def train_mask(key: Array, split: str, frac: Array, p: int, dtype: Any) -> Array:
+    """1 on the training examples and 0 on the test ones, for a (traced) ``frac``."""
+    a, b = operands(p)
+    if split == "random":
+        rank = jnp.argsort(jnp.argsort(random.uniform(key, (p * p,))))
+        train = rank < jnp.round(frac * p * p)
+    elif split == "block":
+        side = jnp.round(jnp.sqrt(1 - frac) * p)
+        corner = random.randint(key, (2,), 0, p)
+        train = ~(((a - corner[0]) % p < side) & ((b - corner[1]) % p < side))
+    elif split == "strips":
+        row_rank = jnp.argsort(jnp.argsort(random.uniform(key, (p,))))
+        train = row_rank[a] >= jnp.round((1 - frac) * p)
+    else:
+        raise ValueError(f"unknown split {split!r}")
+    return train.astype(dtype)
+
+
+def per_example_loss(loss: str, out: Array, label: Array) -> Array:
+    """The loss of each example: ``out`` (examples, p), ``label`` (examples,)."""
+    if loss == "cross_entropy":
+        return jax.nn.logsumexp(out, axis=-1) - jnp.take_along_axis(out, label[:, None], -1)[:, 0]
+    if loss == "mse":
+        onehot = jax.nn.one_hot(label, out.shape[-1], dtype=out.dtype)
+        return jnp.mean((out - onehot) ** 2, axis=-1)
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def classification_metrics(loss: str, out: Array, label: Array, train: Array) -> dict[str, Array]:
+    """Loss and argmax accuracy on the train (``train`` = 1) and test (0) examples."""
+    per_example = per_example_loss(loss, out, label)
+    correct = (jnp.argmax(out, axis=-1) == label).astype(train.dtype)
+    test = 1 - train
+    mean = lambda v, w: jnp.sum(v * w) / jnp.maximum(jnp.sum(w), 1)  # noqa: E731
+    return {
+        "train_loss": mean(per_example, train),
+        "test_loss": mean(per_example, test),
+        "train_acc": mean(correct, train),
+        "test_acc": mean(correct, test),
+    }
+
+
+def training_loss(loss: str, out: Array, label: Array, train: Array) -> Array:
+    """The mean loss over the training examples (the objective the optimizer follows)."""
+    return jnp.sum(per_example_loss(loss, out, label) * train) / jnp.sum(train)
