@@ -117,3 +117,33 @@ def classification_metrics(loss: str, out: Array, label: Array, train: Array) ->
 def training_loss(loss: str, out: Array, label: Array, train: Array) -> Array:
     """The mean loss over the training examples (the objective the optimizer follows)."""
     return jnp.sum(per_example_loss(loss, out, label) * train) / jnp.sum(train)
+
+
+# --- embedding measures (Gu et al.; Nanda et al.) ---------------------------------------------
+def main_embedding_difference(embedding: Array) -> Array:
+    """MED (Gu et al., Definition 3.1): the mean norm of the differences between the embeddings
+    of consecutive tokens, (1/(p-1)) sum_{i<p-1} ||E[i+1] - E[i]||, for ``embedding`` (p, d)
+    holding the embeddings of tokens 0 .. p-1 as rows."""
+    return jnp.mean(jnp.linalg.norm(jnp.diff(embedding, axis=0), axis=1))
+
+
+def embedding_uniformity(embedding: Array) -> Array:
+    """The spread of the tokens' embedding norms, std/mean of ||E[i]|| over the p tokens: 0 for
+    the uniform embeddings that minimise the weight-decay term (Gu et al., Theorem 3.5)."""
+    norms = jnp.linalg.norm(embedding, axis=1)
+    return jnp.std(norms) / jnp.mean(norms)
+
+
+def fourier_concentration(embedding: Array, k: int) -> Array:
+    """The fraction of the embedding's power in its ``k`` strongest nonzero frequencies.
+
+    ``embedding`` (p, d) is Fourier-transformed along the token axis; the power of frequency
+    w in 1 .. p//2 is summed over the d dimensions and over +-w (a real signal's conjugate
+    pair). The fraction is taken of the total power, the constant (w = 0) component included.
+    Generalising embeddings of modular addition concentrate on a few key frequencies (Nanda et
+    al.; Gromov)."""
+    p = embedding.shape[0]
+    power = jnp.sum(jnp.abs(jnp.fft.fft(embedding, axis=0)) ** 2, axis=1)
+    w = jnp.arange(1, p // 2 + 1)
+    paired = power[w] + jnp.where(p - w != w, power[p - w], 0)
+    return jnp.sum(jax.lax.top_k(paired, k)[0]) / jnp.sum(power)
