@@ -56,6 +56,12 @@ def flops_per_run_step() -> float:
     return 2.0 * D_IN * D_IN * D_OUT
 
 
+def bytes_per_run_step() -> float:
+    """Memory traffic of one float32 Gram-matrix step if nothing stays cached: the d_in x d_in
+    matrix read, the d_in x d_out weights read and written."""
+    return 4.0 * (D_IN * D_IN + 2 * D_IN * D_OUT)
+
+
 # --- contenders, each run in a subprocess -----------------------------------------------------
 def groksweep_contender(quick: bool, method: str, share_data: bool = True, sweep=None) -> dict:
     import groksweep as gs
@@ -177,8 +183,10 @@ def jax_loop_contender(quick: bool) -> dict:
 
 
 def torch_loop_contender(quick: bool) -> dict:
+    """PyTorch as the papers trained, on the GPU when there is one."""
     import torch
 
+    torch.set_default_device("cuda" if torch.cuda.is_available() else "cpu")
     steps = spec(quick)["steps"] // (4 if quick else 2)  # a subset of steps; throughput is per step
     times = set(np.unique(np.round(np.geomspace(1, steps, LOG_POINTS)).astype(int)).tolist())
     lams = LAMS[:: 8 if quick else 4]
@@ -238,12 +246,13 @@ def machine_peaks() -> dict:
     import jax
     import jax.numpy as jnp
 
-    a = jnp.ones((2048, 2048), jnp.float32)
-    matmul = jax.jit(lambda a: a @ a)
+    n = 8192 if jax.default_backend() == "gpu" else 2048
+    a = jnp.ones((n, n), jnp.float32)
+    matmul = jax.jit(lambda a: jnp.matmul(a, a, precision="highest"))
     jax.block_until_ready(matmul(a))
     best = min(_timed(lambda: jax.block_until_ready(matmul(a))) for _ in range(5))
-    flops = 2 * 2048**3 / best
-    big = jnp.ones(64 * 2**20, jnp.float32)
+    flops = 2 * n**3 / best
+    big = jnp.ones(256 * 2**20, jnp.float32)  # 1 GiB, beyond every cache
     copy = jax.jit(lambda v: v * 2.0)
     jax.block_until_ready(copy(big))
     best = min(_timed(lambda: jax.block_until_ready(copy(big))) for _ in range(5))
@@ -305,23 +314,29 @@ def main() -> None:
 def report(results: dict) -> str:
     peaks = results.get("peaks", {})
     rows = [
-        "| contender | runs x steps | seconds | run-steps/s | vs groksweep-step | GFLOP/s | "
-        "% peak FLOP/s | compile s | peak RSS MB |",
-        "|---" * 9 + "|",
+        (
+            "| contender | runs x steps | seconds | run-steps/s | groksweep-step time ÷ its time "
+            "| GFLOP/s | % peak FLOP/s | GB/s | % peak GB/s | compile s | peak RSS MB |"
+        ),
+        "|---" * 11 + "|",
     ]
     rate = {n: r["runs"] * r["steps"] / r["seconds"] for n, r in results.items() if "runs" in r}
+    nan = float("nan")
     for name, r in results.items():
         if "runs" not in r:
             continue
-        flops = rate[name] * flops_per_run_step()
-        pct = (
-            100 * flops / peaks["peak_flops"] if peaks and "spectral" not in name else float("nan")
-        )
-        ratio = rate.get("groksweep-step", float("nan")) / rate[name]
+        # The spectral jump does not take steps: step FLOP/s and bytes mean nothing there.
+        stepping = "spectral" not in name
+        flops = rate[name] * flops_per_run_step() if stepping else nan
+        traffic = rate[name] * bytes_per_run_step() if stepping else nan
+        pct_flops = 100 * flops / peaks["peak_flops"] if peaks else nan
+        pct_bytes = 100 * traffic / peaks["peak_bytes_per_s"] if peaks else nan
+        ratio = rate.get("groksweep-step", nan) / rate[name]
         compile_s = f"{r['compile_s']:.1f}" if r.get("compile_s") is not None else "-"
         rows.append(
             f"| {name} | {r['runs']} x {r['steps']} | {r['seconds']:.2f} | {rate[name]:.3g} | "
-            f"{ratio:.3g} | {flops / 1e9:.2f} | {pct:.0f} | {compile_s} | {r['peak_rss_mb']:.0f} |"
+            f"{ratio:.3g} | {flops / 1e9:.1f} | {pct_flops:.0f} | {traffic / 1e9:.1f} | "
+            f"{pct_bytes:.0f} | {compile_s} | {r['peak_rss_mb']:.0f} |"
         )
     if peaks:
         rows.append(

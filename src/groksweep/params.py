@@ -87,3 +87,11 @@ METHOD = Param(
     "or auto (spectral where it applies)",
     choices=("auto", "step", "spectral"),
 )
+PRECISION = Param(
+    str,
+    "float32",
+    "static",
+    "arithmetic of float32 matrix products on accelerators: float32 (exact), tensorfloat32 or "
+    "bfloat16 (faster, 10 and 7 mantissa bits); CPUs always compute in float32",
+    choices=("float32", "tensorfloat32", "bfloat16"),
+)

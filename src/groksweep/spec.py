@@ -31,7 +31,7 @@ import numpy as np
 import tomli_w
 
 from groksweep.optim import OPTIMIZER_PARAMS
-from groksweep.params import DTYPE, METHOD, SEED, Param, SpecError, unknown_name_error
+from groksweep.params import DTYPE, METHOD, PRECISION, SEED, Param, SpecError, unknown_name_error
 from groksweep.tasks import Task, get_task
 
 FIELDS = ("task", "steps", "log_points", "eps", "params", "axes")
@@ -138,7 +138,14 @@ class Sweep:
 
 def declared_params(task: Task) -> dict[str, Param]:
     """Every parameter a sweep of ``task`` may set: engine, optimizer and task parameters."""
-    return {"seed": SEED, "dtype": DTYPE, "method": METHOD, **OPTIMIZER_PARAMS, **task.params}
+    return {
+        "seed": SEED,
+        "dtype": DTYPE,
+        "method": METHOD,
+        "precision": PRECISION,
+        **OPTIMIZER_PARAMS,
+        **task.params,
+    }
 
 
 def log_schedule(steps: int, log_points: int) -> np.ndarray:

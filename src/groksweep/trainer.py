@@ -73,9 +73,11 @@ def train(
         program = _program(task.name, bucket.shape, report=on_segment is not None)
         _segment_hook.append(on_segment or (lambda steps: None))
         try:
-            metrics, diverged_at = jax.device_get(
-                program(seeds, hparams, segments, jnp.asarray(eps, dtype))
-            )
+            # JAX computes float32 products in TF32 on recent GPUs unless told otherwise.
+            with jax.default_matmul_precision(shape["precision"]):
+                metrics, diverged_at = jax.device_get(
+                    program(seeds, hparams, segments, jnp.asarray(eps, dtype))
+                )
         finally:
             _segment_hook.pop()
     out = {name: np.moveaxis(np.asarray(value), 0, 3) for name, value in metrics.items()}
