@@ -9,7 +9,7 @@
 # 2. the quick Fig. 1 sweep at float32 and at tensorfloat32 matmul precision, whose results.nc
 #    are compared with a CPU run of the same spec (see docs/PERFORMANCE.md);
 # 3. the paper-sized Fig. 7 reproduction (sweeps/fig7_phase.py --full), timed;
-# 4. the test suite on the GPU.
+# 4. the test suite (or the files in $TESTS) on the GPU.
 set -u
 PY=${PYTHON:-python3}
 OUT=${OUT:-gpu_results}
@@ -38,9 +38,9 @@ want fig1 && for precision in float32 tensorfloat32; do
 done
 
 if want fig7; then
-    timed "fig7 full" timeout 400 "$PY" sweeps/fig7_phase.py --full --out /tmp/fig7 2>&1 \
+    timed "fig7 full" timeout 330 "$PY" sweeps/fig7_phase.py --full --out /tmp/fig7 2>&1 \
         | tail -15 | tee "$OUT/fig7.txt"
     cp /tmp/fig7/*.png /tmp/fig7/summary.json "$OUT/"
 fi
 
-want tests && timeout 300 "$PY" -m pytest -q -x -p no:cacheprovider tests 2>&1 | tail -15 | tee "$OUT/tests.txt"
+want tests && timeout 250 "$PY" -m pytest -q -x -p no:cacheprovider ${TESTS:-tests} 2>&1 | tail -15 | tee "$OUT/tests.txt"
