@@ -65,17 +65,17 @@ def run(
     sizes = {"eps": len(eps)}
     outputs = {
         name: np.full((sweep.n_runs, len(times), *(sizes[d] for d in dims)), np.nan)
-        for name, dims in task.metrics.items()
+        for name, dims in sweep.metrics.items()
     }
     diverged_at = np.full(sweep.n_runs, -1, dtype=np.int64)
     buckets = [
-        chunked(task, b, len(times), len(eps), budget, chunk_size)
+        chunked(task, b, len(times), len(eps), budget, chunk_size, sweep.measures)
         for b in plan(task, sweep.runs(), share_data)
     ]
     for i, (bucket, groups_per_chunk) in enumerate(buckets):
         log(
-            f"bucket {i}: {dict(bucket.shape)}; {bucket.n_runs} runs as (groups, families, slots) = "
-            f"{bucket.run_index.shape}; {groups_per_chunk} groups per chunk; memory budget "
+            f"bucket {i}: {dict(bucket.shape)}; {bucket.n_runs} runs as "
+            f"(groups, families, slots) = {bucket.run_index.shape}; {groups_per_chunk} groups per chunk; memory budget "
             f"{budget / 2**30:.2f} GiB"
         )
     processes, me = jax.process_count(), jax.process_index()
@@ -110,7 +110,7 @@ def run(
                     on_segment = (
                         (lambda steps, c=chunk: bar.update(steps * c.n_runs)) if progress else None
                     )
-                    metrics = trainer.train(task, chunk, times, eps, on_segment)
+                    metrics = trainer.train(task, chunk, times, eps, on_segment, sweep.measures)
                     if store:
                         store.save(key, metrics)
                     log(
@@ -161,11 +161,17 @@ def default_memory_budget() -> float:
 
 
 def chunked(
-    task: Task, bucket: Bucket, n_times: int, n_eps: int, budget: float, max_runs: int | None
+    task: Task,
+    bucket: Bucket,
+    n_times: int,
+    n_eps: int,
+    budget: float,
+    max_runs: int | None,
+    measures: tuple[str, ...] = (),
 ) -> tuple[Bucket, int]:
     """Split ``bucket``'s groups until one fits ``budget`` and ``max_runs``; return the split
     bucket and how many of its groups a chunk holds (a multiple of the device count)."""
-    per_group, per_family, per_run = trainer.state_bytes(task, bucket, n_times, n_eps)
+    per_group, per_family, per_run = trainer.state_bytes(task, bucket, n_times, n_eps, measures)
     _, families, slots = bucket.run_index.shape
     chunk_size_given = max_runs is not None
     max_runs = max_runs or bucket.n_runs

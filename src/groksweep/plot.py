@@ -186,7 +186,8 @@ def learning_curves(
     theory: xr.Dataset | None = None,
     **fixed: Any,
 ) -> Figure:
-    """Loss (log-log) and accuracy (log time, linear accuracy) against time; train dashed, test solid.
+    """Loss (log-log) and accuracy (log time, linear accuracy) against time; train dashed, test
+    solid.
 
     One colour per value of the axis ``by`` (default: the first axis besides seed), seed median
     across seeds. Other axes are fixed with keyword arguments (``gamma=1e-3``) or else at their

@@ -1,11 +1,13 @@
 """Trajectories as a labelled ``xarray.Dataset``, and its file format (netCDF).
 
-Layout: every metric of the task is a data variable with dims ``(*axes, *extra, "time")``
-(``extra`` is ``("eps",)`` for accuracies). ``diverged`` (bool) and ``diverged_at`` (the first
-evaluation step at which a run's loss or weights were not finite, -1 if never) have dims
-``axes``; a diverged run's metrics are NaN from that step on. Coordinates: each axis with its values in the spec's
-order, ``eps``, and ``time`` in integer steps. Attributes: the spec as TOML text, the groksweep
-and JAX versions, and the device.
+Layout: every recorded metric (the task's metrics and the measures the sweep names, see
+:mod:`groksweep.measures`) is a data variable with dims ``(*axes, "time", *extra)`` before the
+final transpose to ``(*axes, "eps", "time")`` order (``extra`` is ``("eps",)`` for regression
+accuracies). ``diverged`` (bool) and ``diverged_at`` (the first evaluation step at which a
+run's loss or weights were not finite, -1 if never) have dims ``axes``; a diverged run's
+metrics are NaN from that step on. Coordinates: each axis with its values in the spec's order,
+``eps``, and ``time`` in integer steps. Attributes: the spec as TOML text, the groksweep and
+JAX versions, and the device.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def to_dataset(
     axes = list(sweep.axes)
     sizes = {"eps": len(sweep.eps)}
     data_vars = {}
-    for name, extra in sweep.task_def.metrics.items():
+    for name, extra in sweep.metrics.items():
         value = outputs[name].reshape(*sweep.shape, len(times), *(sizes[d] for d in extra))
         data_vars[name] = (axes + ["time", *extra], value)
     diverged_at = diverged_at.reshape(sweep.shape)

@@ -8,6 +8,7 @@ compiled. The same fields are used in Python and in TOML::
     steps = 20000
     log_points = 200
     eps = [1e-3]
+    measures = ["param_change"]     # optional progress measures (groksweep.measures)
 
     [params]
     d_in = 200
@@ -30,11 +31,12 @@ from typing import Any
 import numpy as np
 import tomli_w
 
+from groksweep.measures import MEASURE_PARAMS, check_measures, recorded
 from groksweep.optim import OPTIMIZER_PARAMS
 from groksweep.params import DTYPE, METHOD, PRECISION, SEED, Param, SpecError, unknown_name_error
 from groksweep.tasks import Task, get_task
 
-FIELDS = ("task", "steps", "log_points", "eps", "params", "axes")
+FIELDS = ("task", "steps", "log_points", "eps", "measures", "params", "axes")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Sweep:
     steps: int = 10_000
     log_points: int = 100
     eps: Sequence[float] = (1e-3,)
+    measures: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         task = get_task(self.task)
@@ -68,6 +71,7 @@ class Sweep:
             Param(int, 0, "static", "", ge=1).validate("log_points", self.log_points),
         )
         object.__setattr__(self, "eps", _check_eps(self.eps))
+        object.__setattr__(self, "measures", check_measures(task, self.measures))
         self.runs()  # resolve every run now, so cross-parameter errors surface before compiling
 
     # --- construction -------------------------------------------------------------------------
@@ -99,6 +103,7 @@ class Sweep:
             "steps": self.steps,
             "log_points": self.log_points,
             "eps": list(self.eps),
+            "measures": list(self.measures),
             "params": dict(self.params),
             "axes": {name: list(values) for name, values in self.axes.items()},
         }
@@ -110,6 +115,11 @@ class Sweep:
     @property
     def task_def(self) -> Task:
         return get_task(self.task)
+
+    @property
+    def metrics(self) -> dict[str, tuple[str, ...]]:
+        """Recorded data variables (the task's metrics and the named measures) -> extra dims."""
+        return recorded(self.task_def, self.measures)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -144,6 +154,7 @@ def declared_params(task: Task) -> dict[str, Param]:
         "method": METHOD,
         "precision": PRECISION,
         **OPTIMIZER_PARAMS,
+        **MEASURE_PARAMS,
         **task.params,
     }
 

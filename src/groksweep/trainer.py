@@ -31,6 +31,7 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from groksweep.measures import compute, needs_initial_model
 from groksweep.optim import make_optimizer
 from groksweep.plan import Bucket
 from groksweep.tasks import Task, get_task
@@ -50,14 +51,16 @@ def train(
     times: np.ndarray,
     eps: np.ndarray,
     on_segment: Callable[[int], None] | None = None,
+    measures: tuple[str, ...] = (),
 ) -> dict[str, np.ndarray]:
-    """Train every run of ``bucket``; each metric comes back as (groups, families, slots, time, ...),
-    and ``diverged_at`` as (groups, families, slots): the first evaluation step at which the run's
+    """Train every run of ``bucket``; each metric comes back as
+    (groups, families, slots, time, ...), and ``diverged_at`` as (groups, families, slots): the first evaluation step at which the run's
     loss or weights were not finite, -1 for runs that did not diverge.
 
     ``times`` are the evaluation steps, starting at 0. ``on_segment(steps)`` is called from the
     running program after each segment with the number of steps it took. The number of groups
-    must be a multiple of the number of local devices (see :func:`device_count`).
+    must be a multiple of the number of local devices (see :func:`device_count`). ``measures``
+    names the progress measures (:mod:`groksweep.measures`) recorded beside the task's metrics.
     """
     shape = dict(bucket.shape)
     float64 = shape["dtype"] == "float64"
@@ -70,7 +73,7 @@ def train(
             for name, values in bucket.hparams.items()
         }
         segments = jnp.asarray(np.diff(times), dtype=jnp.int32)
-        program = _program(task.name, bucket.shape, report=on_segment is not None)
+        program = _program(task.name, bucket.shape, on_segment is not None, tuple(measures))
         _segment_hook.append(on_segment or (lambda steps: None))
         try:
             # JAX computes float32 products in TF32 on recent GPUs unless told otherwise.
@@ -89,7 +92,9 @@ def device_count() -> int:
     return jax.local_device_count()
 
 
-def state_bytes(task: Task, bucket: Bucket, n_times: int, n_eps: int) -> tuple[int, int, int]:
+def state_bytes(
+    task: Task, bucket: Bucket, n_times: int, n_eps: int, measures: tuple[str, ...] = ()
+) -> tuple[int, int, int]:
     """Bytes held per group (draws), per family (shared data) and per run (model, optimizer
     state, run constants, recorded metrics), from the shapes the program would produce."""
     shape = dict(bucket.shape)
@@ -103,11 +108,11 @@ def state_bytes(task: Task, bucket: Bucket, n_times: int, n_eps: int) -> tuple[i
         }
         draws = jax.eval_shape(lambda: task.sample(jax.random.key(0), shape, dtype))
         shared = jax.eval_shape(lambda d, h: task.share(d, h, shape), draws, hp)
-        setup = functools.partial(_setup, task, shape)
+        setup = functools.partial(_setup, task, shape, measures)
         state = jax.eval_shape(setup, {**draws, **shared}, hp)
         eps = jax.ShapeDtypeStruct((n_eps,), dtype)
         metrics = jax.eval_shape(
-            lambda d, s, e: _evaluate(task, d, s, e), {**draws, **shared}, state, eps
+            lambda d, s, e: _evaluate(task, measures, d, s, e), {**draws, **shared}, state, eps
         )
     size = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
     # Two copies of the state live across a step (old and new); metrics stack over time.
@@ -149,18 +154,30 @@ def _per_run(fn: Callable) -> Callable:
     return batched
 
 
-def _setup(task: Task, shape: dict, data: dict, hp: dict) -> dict:
+def _setup(task: Task, shape: dict, measures: tuple[str, ...], data: dict, hp: dict) -> dict:
     model, run = task.setup(data, hp, shape)
     opt_state = make_optimizer(shape["optimizer"], hp).init(model)
-    return {"model": model, "opt": opt_state, "run": run, "hp": hp}
+    state = {"model": model, "opt": opt_state, "run": run, "hp": hp}
+    return state | ({"initial": model} if needs_initial_model(measures) else {})
 
 
-def _evaluate(task: Task, data: dict, state: dict, eps) -> dict:
-    return task.evaluate(state["model"], {**data, **state["run"]}, state["hp"], eps)
+def _evaluate(task: Task, measures: tuple[str, ...], data: dict, state: dict, eps) -> dict:
+    """The task's metrics and the named measures of one run at one log point."""
+    model, data = state["model"], {**data, **state["run"]}
+    metrics = task.evaluate(model, data, state["hp"], eps)
+    for name in measures:
+        if name not in metrics:
+            metrics[name] = compute(name, task, model, state.get("initial"), data, state["hp"])
+    return metrics
 
 
 @functools.lru_cache(maxsize=None)
-def _program(task_name: str, shape_items: tuple[tuple[str, Any], ...], report: bool) -> Callable:
+def _program(
+    task_name: str,
+    shape_items: tuple[tuple[str, Any], ...],
+    report: bool,
+    measures: tuple[str, ...],
+) -> Callable:
     """The compiled program of a bucket; ``report`` adds the host callback that feeds the
     progress bar (JAX's persistent cache skips programs with callbacks)."""
     shape = dict(shape_items)
@@ -182,7 +199,7 @@ def _program(task_name: str, shape_items: tuple[tuple[str, Any], ...], report: b
         model, opt_state = _repeat(step, n_steps, (state["model"], state["opt"]))
         return state | {"model": model, "opt": opt_state}
 
-    evaluate = functools.partial(_evaluate, task)
+    evaluate = functools.partial(_evaluate, task, measures)
 
     def program(seeds, hparams, segments, eps):
         global _traces
@@ -192,7 +209,7 @@ def _program(task_name: str, shape_items: tuple[tuple[str, Any], ...], report: b
         family_hp = {name: hparams[name][:, :, 0] for name in task.shared_by}
         share = lambda d, h: task.share(d, h, shape)  # noqa: E731
         shared = jax.vmap(jax.vmap(share, in_axes=(None, 0)))(draws, family_hp)
-        state = _per_run(functools.partial(_setup, task, shape))(draws, shared, hparams)
+        state = _per_run(functools.partial(_setup, task, shape, measures))(draws, shared, hparams)
         state["diverged_at"] = jnp.full(seeds.shape + hparams["lr"].shape[1:], -1, jnp.int32)
 
         def observe(state, step):

@@ -136,6 +136,10 @@ class Linear(Task):
             "weight_norm": jnp.sqrt(jnp.sum(model**2)),
         }
 
+    def probe(self, model, data, hp, n):
+        x = data["x_test"][:n]
+        return x @ model, x @ data["teacher"]
+
 
 def geometric_powers(q: Array, n: Array) -> tuple[Array, Array]:
     """``(1 - q)**n`` and ``sum_{k<n} (1 - q)**k``, accurate for q near 0 (where 1 - q rounds

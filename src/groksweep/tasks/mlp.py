@@ -230,6 +230,12 @@ class MLPTeacherStudent(Task):
             f = f - data[f"f0_{which}"]
         return hp["alpha"] * f
 
+    def probe(self, model, data, hp, n):
+        test = {"x_test": data["x_test"][:n]}
+        if "f0_test" in data:
+            test["f0_test"] = data["f0_test"][:n]
+        return self.predict(model, test, hp, "test"), data["y_test"][:n]
+
     def evaluate(self, model, data, hp, eps):
         rows = data["rows"]
         d_out = hp["d_out"].astype(rows.dtype)
