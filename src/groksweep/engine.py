@@ -75,8 +75,8 @@ def run(
     for i, (bucket, groups_per_chunk) in enumerate(buckets):
         log(
             f"bucket {i}: {dict(bucket.shape)}; {bucket.n_runs} runs as "
-            f"(groups, families, slots) = {bucket.run_index.shape}; {groups_per_chunk} groups per chunk; memory budget "
-            f"{budget / 2**30:.2f} GiB"
+            f"(groups, families, slots) = {bucket.run_index.shape}; {groups_per_chunk} groups "
+            f"per chunk; memory budget {budget / 2**30:.2f} GiB"
         )
     processes, me = jax.process_count(), jax.process_index()
     if processes > 1 and store is None:

@@ -54,8 +54,9 @@ def train(
     measures: tuple[str, ...] = (),
 ) -> dict[str, np.ndarray]:
     """Train every run of ``bucket``; each metric comes back as
-    (groups, families, slots, time, ...), and ``diverged_at`` as (groups, families, slots): the first evaluation step at which the run's
-    loss or weights were not finite, -1 for runs that did not diverge.
+    (groups, families, slots, time, ...), and ``diverged_at`` as (groups, families, slots): the
+    first evaluation step at which the run's loss or weights were not finite, -1 for runs that
+    did not diverge.
 
     ``times`` are the evaluation steps, starting at 0. ``on_segment(steps)`` is called from the
     running program after each segment with the number of steps it took. The number of groups
