@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-from jax import Array
+from jax import Array, random
 
 from groksweep.params import Param, SpecError
 
@@ -178,3 +178,44 @@ def resolve_n_train(values: dict[str, Any], given: set[str]) -> dict[str, Any]:
                 f"lam={lam:g} gives n_train = round(d_in/lam) = 0 at d_in={values['d_in']}"
             )
     return values
+
+
+INPUT_PARAMS: dict[str, Param] = {
+    "input_spectrum": Param(
+        str, "identity", "static",
+        "input covariance: identity, or power_law eigenvalues k^-decay in a random basis",
+        choices=("identity", "power_law"),
+    ),
+    "decay": Param(float, 1.0, "traced", "exponent of the power_law input spectrum", ge=0),
+}
+"""Input covariance of the teacher-student tasks (train and test inputs alike)."""
+
+
+def input_draws(key: Array, shape: Shape, dtype: Any) -> dict[str, Array]:
+    """The seed's input eigenbasis ``input_rotation``, a Haar-random d_in x d_in orthogonal
+    matrix, drawn only for power-law inputs."""
+    if shape["input_spectrum"] == "identity":
+        return {}
+    d_in = shape["d_in"]
+    q, r = jnp.linalg.qr(indexed_normal(random.fold_in(key, 1000), (d_in,), (d_in,), dtype))
+    return {"input_rotation": q * jnp.sign(jnp.diagonal(r))}  # the sign fix makes it Haar
+
+
+def power_law_spectrum(decay: Array, d_in: int, dtype: Any) -> Array:
+    """Eigenvalues k^-decay, k = 1 .. d_in, scaled to mean 1 so that E|x|^2 = d_in as for
+    identity inputs."""
+    k = jnp.arange(1, d_in + 1, dtype=dtype)
+    eigvals = k ** (-decay)
+    return eigvals / jnp.mean(eigvals)
+
+
+def correlated_inputs(draws: dict[str, Array], hp: Mapping[str, Array], shape: Shape) -> dict:
+    """Train and test inputs with covariance R diag(k^-decay) R^T, from the standard normal
+    ``x_train``, ``x_test`` and the rotation ``input_rotation`` of the seed's draws:
+    x = z diag(sqrt(eigvals)) R^T. Empty for identity inputs, which need no change."""
+    if shape["input_spectrum"] == "identity":
+        return {}
+    dtype = draws["x_train"].dtype
+    scale = jnp.sqrt(power_law_spectrum(hp["decay"], shape["d_in"], dtype))
+    mix = scale[:, None] * draws["input_rotation"].T
+    return {"x_train": draws["x_train"] @ mix, "x_test": draws["x_test"] @ mix}

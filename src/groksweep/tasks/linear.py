@@ -34,10 +34,13 @@ from jax import Array, random
 from groksweep.params import Param
 from groksweep.tasks.base import (
     DEFAULT_LAM,
+    INPUT_PARAMS,
     REGRESSION_METRICS,
     Shape,
     Task,
+    correlated_inputs,
     indexed_normal,
+    input_draws,
     resolve_n_train,
 )
 
@@ -52,11 +55,12 @@ class Linear(Task):
         "d_out": Param(int, 1, "padded", "output dimension", ge=1),
         "alpha": Param(float, 1.0, "traced", "student initial-weight scale", gt=0),
         "noise": Param(float, 0.0, "traced", "std of training-label noise", ge=0),
+        **INPUT_PARAMS,
     }
     metrics = REGRESSION_METRICS
     # Steps cost d_in^2 d_out whatever N_tr (they use Sigma), so only d_out is worth bucketing.
     max_padding = {"d_out": 4.0}
-    shared_by = ("n_train",)
+    shared_by = ("n_train", "decay")
     methods = ("step", "spectral")
 
     def resolve(self, values: dict[str, Any], given: set[str]) -> dict[str, Any]:
@@ -73,14 +77,15 @@ class Linear(Task):
             "x_train": indexed_normal(train, (n_train,), (d_in,), dtype),
             "label_noise": indexed_normal(noise, (n_train, d_out), (), dtype),
             "x_test": indexed_normal(test, (shape["n_test"],), (d_in,), dtype),
-        }
+        } | input_draws(key, shape, dtype)
 
     def share(self, draws, hp, shape):
-        x = draws["x_train"]
+        inputs = correlated_inputs(draws, hp, shape)
+        x = inputs.get("x_train", draws["x_train"])
         rows = (jnp.arange(shape["n_train"]) < hp["n_train"]).astype(x.dtype)
         xm = x * rows[:, None]
         n = hp["n_train"].astype(x.dtype)
-        shared = {
+        shared = inputs | {
             "rows": rows,
             "gram": xm.T @ xm / n,
             "noise_gram": xm.T @ draws["label_noise"] / n,
@@ -151,3 +156,4 @@ def geometric_powers(q: Array, n: Array) -> tuple[Array, Array]:
     safe_q = jnp.where(q == 0, 1.0, q)
     total = jnp.where(small, -jnp.expm1(n_float * log_r) / safe_q, (1.0 - decay) / safe_q)
     return decay, jnp.where(q == 0, n_float, total)
+

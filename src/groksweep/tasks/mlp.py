@@ -124,10 +124,13 @@ from jax import Array, random
 from groksweep.params import Param
 from groksweep.tasks.base import (
     DEFAULT_LAM,
+    INPUT_PARAMS,
     REGRESSION_METRICS,
     Shape,
     Task,
+    correlated_inputs,
     indexed_normal,
+    input_draws,
     resolve_n_train,
 )
 
@@ -164,11 +167,12 @@ class MLPTeacherStudent(Task):
         "alpha": Param(float, 1.0, "traced", "output scale of the predictor (lazy: large)", gt=0),
         "init_scale": Param(float, 1.0, "traced", "scale of the student's initial weights", gt=0),
         "noise": Param(float, 0.0, "traced", "std of training-label noise", ge=0),
+        **INPUT_PARAMS,
     }
     metrics = REGRESSION_METRICS
     # A step costs N_tr d_in d_h: padding n_train wastes work in proportion; d_out is cheap.
     max_padding = {"n_train": 2.0, "d_out": 4.0}
-    shared_by = ("n_train",)
+    shared_by = ("n_train", "decay")
 
     def resolve(self, values: dict[str, Any], given: set[str]) -> dict[str, Any]:
         return resolve_n_train(values, given)
@@ -191,12 +195,13 @@ class MLPTeacherStudent(Task):
         # (column, teacher/student, d_h), prefix-stable in d_out like the linear task's weights.
         w = indexed_normal(output, (d_out,), (2, d_h), dtype)
         draws["teacher_out"], draws["student_out"] = w[:, 0].T, w[:, 1].T
-        return draws
+        return draws | input_draws(key, shape, dtype)
 
     def share(self, draws, hp, shape):
-        x = draws["x_train"]
+        inputs = correlated_inputs(draws, hp, shape)
+        x = inputs.get("x_train", draws["x_train"])
         rows = (jnp.arange(shape["n_train"]) < hp["n_train"]).astype(x.dtype)
-        return {"rows": rows}
+        return inputs | {"rows": rows}
 
     def setup(self, data, hp, shape):
         dtype = data["x_train"].dtype
