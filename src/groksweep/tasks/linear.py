@@ -8,6 +8,10 @@ Conventions (pinned by tests):
   y = T^T x plus N(0, noise^2) on the training labels only.
 - Loss L = 1/(N d_out) sum_i ||S^T x_i - y_i||^2 (PyTorch's mean MSE, eq. 1).
 - ``n_test`` fresh test inputs per seed, clean labels.
+- ``input_spectrum = "power_law"`` gives train and test inputs the covariance
+  R diag(k^-decay) R^T (eigenvalues scaled to mean 1, R Haar-random per seed; ``decay`` is
+  traced and, like n_train, fixes the data a family shares); the default ``"identity"`` is
+  x ~ N(0, I). See :func:`groksweep.tasks.base.correlated_inputs`.
 - Accuracy at threshold eps: the fraction of samples whose squared error, averaged over the
   d_out outputs, is below eps.
 

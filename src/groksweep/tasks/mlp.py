@@ -33,6 +33,8 @@ d_out          padded     1            output dimension
 alpha          traced     1            output scale of the predictor
 init_scale     traced     1            multiplier of the student's initial weights
 noise          traced     0            std of the training-label noise
+input_spectrum static     "identity"   "identity" or "power_law" input covariance (below)
+decay          traced     1            exponent of the power_law spectrum k^-decay
 =============  =========  ===========  ======================================================
 
 Static values (d_h, depth, activation, init, predictor) may be axes: each value is its own
@@ -65,7 +67,8 @@ Data and loss
 -------------
 N_tr = round(d_in / lam) training inputs x ~ N(0, I_{d_in}) (or ``n_train`` directly), labels
 y = f(x; teacher) plus N(0, noise^2) on the training labels only; ``n_test`` fresh test inputs
-per seed with clean labels. The loss is PyTorch's mean MSE (eq. 16 / eq. 39)
+per seed with clean labels; with ``input_spectrum = "power_law"`` train and test inputs have
+covariance R diag(k^-decay) R^T as in the linear task. The loss is PyTorch's mean MSE (eq. 16 / eq. 39)
 
     L = 1/(N_tr d_out) sum_i ||prediction(x_i) - y_i||^2,
 
