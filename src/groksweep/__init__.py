@@ -7,7 +7,7 @@ trajectories) -> :func:`grokking_time` (phase maps) -> :mod:`groksweep.plot` (fi
 
 from groksweep.engine import run
 from groksweep.params import SpecError
-from groksweep.phase import grokking_time, reduce_seeds
+from groksweep.phase import grokking_time, reduce_seeds, stage_times
 from groksweep.spec import Sweep
 
-__all__ = ["Sweep", "SpecError", "run", "grokking_time", "reduce_seeds"]
+__all__ = ["Sweep", "SpecError", "run", "grokking_time", "reduce_seeds", "stage_times"]

@@ -58,6 +58,51 @@ def grokking_time(
     return out
 
 
+def stage_times(ds: xr.Dataset, level: float = 1e-3) -> xr.Dataset:
+    """The three stages of grokking in overparameterised ridge regression (Xu, Vardi & Safran):
+    fast overfitting, a plateau of poor generalisation, and late generalisation.
+
+    A stage ends when a loss has settled: ``t_fit`` is the time after which the train loss
+    stays within ``level`` (absolute) of its final value, ``t_generalise`` the same for the
+    test loss; ``plateau = t_generalise - t_fit``. The final value is the loss at the last log
+    point, so runs must be long enough to converge: ``converged`` is False (and the times NaN)
+    where either loss still moved by more than ``level / 10`` between the last two log points.
+    Absolute, not relative, levels keep the dependence on the initial scale that the theory
+    predicts (t proportional to ln(alpha^2) for an initial excess proportional to alpha^2).
+    """
+    if not level > 0:
+        raise ValueError(f"level must be > 0, got {level!r}")
+    out = xr.Dataset(attrs={"on": "settled loss", "level": level, "spec": ds.attrs.get("spec", "")})
+    converged = True
+    for role, name in (("train", "t_fit"), ("test", "t_generalise")):
+        loss = ds[f"{role}_loss"]
+        final = loss.isel(time=-1)
+        converged = converged & (abs(final - loss.isel(time=-2)) <= level / 10)
+        out[name] = xr.apply_ufunc(
+            settling_time,
+            abs(loss - final),
+            ds["time"],
+            kwargs={"level": level},
+            input_core_dims=[["time"], ["time"]],
+        )
+    out = out.where(converged)
+    out["converged"] = converged
+    out["plateau"] = out["t_generalise"] - out["t_fit"]
+    return out
+
+
+def settling_time(distance: np.ndarray, times: np.ndarray, level: float) -> np.ndarray:
+    """The time after which ``distance`` (last axis over ``times``) stays at or below ``level``,
+    interpolated as in :func:`first_crossing` between the last point above and the next."""
+    distance = np.asarray(distance, dtype=np.float64)
+    above = distance > level
+    n = distance.shape[-1]
+    last_above = np.where(above.any(-1), n - 1 - np.argmax(above[..., ::-1], axis=-1), -1)
+    # Points before the last excursion cannot be the settling time: hide them from the crossing.
+    hidden = np.arange(n) < last_above[..., None]
+    return first_crossing(np.where(hidden, -np.inf, -distance), times, -level)
+
+
 def first_crossing(values: np.ndarray, times: np.ndarray, level: float) -> np.ndarray:
     """First time ``values`` (last axis over ``times``) reach ``level``; NaN if never."""
     values = np.asarray(values, dtype=np.float64)
