@@ -68,7 +68,8 @@ Data and loss
 N_tr = round(d_in / lam) training inputs x ~ N(0, I_{d_in}) (or ``n_train`` directly), labels
 y = f(x; teacher) plus N(0, noise^2) on the training labels only; ``n_test`` fresh test inputs
 per seed with clean labels; with ``input_spectrum = "power_law"`` train and test inputs have
-covariance R diag(k^-decay) R^T as in the linear task. The loss is PyTorch's mean MSE (eq. 16 / eq. 39)
+covariance R diag(k^-decay) R^T as in the linear task. The loss is PyTorch's mean MSE
+(eq. 16 / eq. 39)
 
     L = 1/(N_tr d_out) sum_i ||prediction(x_i) - y_i||^2,
 
