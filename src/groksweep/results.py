@@ -6,8 +6,8 @@ final transpose to ``(*axes, "eps", "time")`` order (``extra`` is ``("eps",)`` f
 accuracies). ``diverged`` (bool) and ``diverged_at`` (the first evaluation step at which a
 run's loss or weights were not finite, -1 if never) have dims ``axes``; a diverged run's
 metrics are NaN from that step on. Coordinates: each axis with its values in the spec's order,
-``eps``, and ``time`` in integer steps. Attributes: the spec as TOML text, the groksweep and
-JAX versions, and the device.
+``eps`` (where a metric has that dim), and ``time`` in integer steps. Attributes: the spec as
+TOML text, the groksweep and JAX versions, and the device.
 """
 
 from __future__ import annotations
@@ -39,10 +39,12 @@ def to_dataset(
         diverged_at,
         {"description": "first evaluation step with non-finite loss or weights; -1: never"},
     )
+    # Tasks without thresholded accuracies (classification) carry no eps coordinate.
+    thresholds = ["eps"] if any("eps" in extra for extra in sweep.metrics.values()) else []
     coords = {name: list(values) for name, values in sweep.axes.items()}
-    coords |= {"eps": list(sweep.eps), "time": times}
-    ds = xr.Dataset(data_vars, coords=coords)
-    ds = ds.transpose(*axes, "eps", "time")
+    coords |= {"eps": list(sweep.eps)} if thresholds else {}
+    ds = xr.Dataset(data_vars, coords=coords | {"time": times})
+    ds = ds.transpose(*axes, *thresholds, "time")
     ds.attrs = {
         "spec": sweep.to_toml(),
         "groksweep_version": groksweep_version(),

@@ -194,7 +194,7 @@ INPUT_PARAMS: dict[str, Param] = {
 def input_draws(key: Array, shape: Shape, dtype: Any) -> dict[str, Array]:
     """The seed's input eigenbasis ``input_rotation``, a Haar-random d_in x d_in orthogonal
     matrix, drawn only for power-law inputs."""
-    if shape["input_spectrum"] == "identity":
+    if shape.get("input_spectrum", "identity") == "identity":  # shapes may predate the param
         return {}
     d_in = shape["d_in"]
     q, r = jnp.linalg.qr(indexed_normal(random.fold_in(key, 1000), (d_in,), (d_in,), dtype))
@@ -213,7 +213,7 @@ def correlated_inputs(draws: dict[str, Array], hp: Mapping[str, Array], shape: S
     """Train and test inputs with covariance R diag(k^-decay) R^T, from the standard normal
     ``x_train``, ``x_test`` and the rotation ``input_rotation`` of the seed's draws:
     x = z diag(sqrt(eigvals)) R^T. Empty for identity inputs, which need no change."""
-    if shape["input_spectrum"] == "identity":
+    if shape.get("input_spectrum", "identity") == "identity":  # shapes may predate the param
         return {}
     dtype = draws["x_train"].dtype
     scale = jnp.sqrt(power_law_spectrum(hp["decay"], shape["d_in"], dtype))
