@@ -17,6 +17,11 @@ in its own subprocess so that compile time and peak memory are its own:
 5. ``torch-loop``: PyTorch, one config at a time, X @ S forward, MSE, backward, SGD step, as
    the papers trained (a subset of runs; needs ``pip install torch==2.13.0``).
 
+The MLP workload (``mlp-*``): a 2-layer tanh teacher-student MLP, 100-100-1, N_tr = 200,
+n_test = 1000, lr = 0.05, 5000 steps, 100 log points, 64 runs (4 gammas x 16 seeds), against a
+bare ``jit(vmap(scan))`` with autodiff gradients and a PyTorch loop; its ratios are taken
+against ``mlp-groksweep``.
+
 Also measured: data-sharing families against the per-run path on a gamma x d_out grid, the
 spectral jump against gradient steps at 10^5 steps, and the machine's peak FLOP/s and memory
 bandwidth, against which achieved rates are reported.
@@ -241,6 +246,125 @@ def long_grid(quick: bool, method: str) -> dict:
     )
 
 
+# --- the MLP workload ----------------------------------------------------------------------------
+MLP = {"d_in": 100, "d_h": 100, "d_out": 1, "n_train": 200, "n_test": 1000, "lr": 0.05}
+MLP_GAMMAS = [0.0, 1e-4, 1e-3, 1e-2]
+
+
+def mlp_sweep(quick: bool) -> dict:
+    """A 2-layer tanh teacher-student MLP (100-100-1, N_tr = 200): 4 gammas x 16 seeds."""
+    return {
+        "task": "mlp_teacher_student",
+        "steps": 1000 if quick else 5000,
+        "log_points": 100,
+        "eps": [EPS],
+        "params": MLP | {"depth": 1, "activation": "tanh", "predictor": "plain"},
+        "axes": {"gamma": MLP_GAMMAS, "seed": SEEDS[:4] if quick else SEEDS},
+    }
+
+
+def mlp_cost() -> tuple[float, float]:
+    """FLOPs of one full-batch step (forward, and backward at twice its cost) and its bytes if
+    nothing stays cached (inputs read, weights read and written)."""
+    weights = MLP["d_in"] * MLP["d_h"] + MLP["d_h"] * MLP["d_out"]
+    flops = 6.0 * MLP["n_train"] * weights
+    return flops, 4.0 * (MLP["n_train"] * MLP["d_in"] + 3 * weights)
+
+
+def _mlp_data(rng, runs: int):
+    """Teacher, student and inputs for ``runs`` independent runs, in float32 numpy."""
+    d_in, d_h, n = MLP["d_in"], MLP["d_h"], MLP["n_train"]
+    scale = (1 / np.sqrt(2 * d_in * d_h), 1 / np.sqrt(2 * d_h * MLP["d_out"]))
+    draw = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    return {
+        "x": draw(runs, n, d_in),
+        "x_test": draw(runs, MLP["n_test"], d_in),
+        "teacher": [draw(runs, d_in, d_h) * scale[0], draw(runs, d_h, MLP["d_out"]) * scale[1]],
+        "student": [draw(runs, d_in, d_h) * scale[0], draw(runs, d_h, MLP["d_out"]) * scale[1]],
+    }
+
+
+def mlp_bare_contender(quick: bool) -> dict:
+    """jit(vmap(scan(fori_loop(SGD step)))) of the same MLP, autodiff gradients, all runs in
+    one call: the floor for engine overhead on this workload."""
+    import jax
+    import jax.numpy as jnp
+
+    s = mlp_sweep(quick)
+    runs, steps = len(MLP_GAMMAS) * len(s["axes"]["seed"]), s["steps"]
+    times = np.unique(np.round(np.geomspace(1, steps, s["log_points"])).astype(int))
+    segments = jnp.asarray(np.diff(np.concatenate([[0], times])), jnp.int32)
+    data = jax.tree.map(jnp.asarray, _mlp_data(np.random.default_rng(0), runs))
+    gamma = jnp.asarray(np.repeat(MLP_GAMMAS, runs // len(MLP_GAMMAS)), jnp.float32)
+
+    def one_run(x, x_test, teacher, student, gamma):
+        forward = lambda w, x: jnp.tanh(x @ w[0]) @ w[1]  # noqa: E731
+        y, y_test = forward(teacher, x), forward(teacher, x_test)
+        loss = lambda w: jnp.mean((forward(w, x) - y) ** 2)  # noqa: E731
+
+        def step(_, w):
+            return [v - MLP["lr"] * (g + gamma * v) for v, g in zip(w, jax.grad(loss)(w))]
+
+        def segment(w, k):
+            w = jax.lax.fori_loop(0, k, step, w)
+            return w, (loss(w), jnp.mean((forward(w, x_test) - y_test) ** 2))
+
+        return jax.lax.scan(segment, student, segments)[1]
+
+    compiled = jax.jit(jax.vmap(one_run))
+
+    def program():
+        jax.block_until_ready(
+            compiled(data["x"], data["x_test"], data["teacher"], data["student"], gamma)
+        )
+
+    start = time.perf_counter()
+    program()
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    program()
+    steady = time.perf_counter() - start
+    return {"runs": runs, "steps": steps, "seconds": steady, "compile_s": first - steady}
+
+
+def mlp_torch_contender(quick: bool) -> dict:
+    """PyTorch, one config at a time: nn.Sequential(Linear, Tanh, Linear), SGD with weight
+    decay, full batch, test loss at the log points (on the GPU when there is one)."""
+    import torch
+
+    torch.set_default_device("cuda" if torch.cuda.is_available() else "cpu")
+    s = mlp_sweep(quick)
+    steps = s["steps"] // 2  # a subset of steps; throughput is per step
+    times = set(np.unique(np.round(np.geomspace(1, steps, s["log_points"])).astype(int)).tolist())
+    configs = MLP_GAMMAS
+    start = time.perf_counter()
+    for gamma in configs:
+        net = lambda: torch.nn.Sequential(  # noqa: E731
+            torch.nn.Linear(MLP["d_in"], MLP["d_h"], bias=False),
+            torch.nn.Tanh(),
+            torch.nn.Linear(MLP["d_h"], MLP["d_out"], bias=False),
+        )
+        teacher, student = net(), net()
+        x = torch.randn(MLP["n_train"], MLP["d_in"])
+        x_test = torch.randn(MLP["n_test"], MLP["d_in"])
+        with torch.no_grad():
+            y, y_test = teacher(x), teacher(x_test)
+        opt = torch.optim.SGD(student.parameters(), lr=MLP["lr"], weight_decay=gamma)
+        for step in range(1, steps + 1):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(student(x), y).backward()
+            opt.step()
+            if step in times:
+                with torch.no_grad():
+                    torch.nn.functional.mse_loss(student(x_test), y_test).item()
+    return {
+        "runs": len(configs),
+        "steps": steps,
+        "seconds": time.perf_counter() - start,
+        "compile_s": None,
+    }
+
+
 def machine_peaks() -> dict:
     """Best of a few large float32 matmuls (FLOP/s) and array copies (bytes/s)."""
     import jax
@@ -276,6 +400,9 @@ CONTENDERS = {
     "per-run": lambda q: groksweep_contender(q, "step", False, sharing_grid(q)),
     "long-step": lambda q: groksweep_contender(q, "step", True, long_grid(q, "step")),
     "long-spectral": lambda q: groksweep_contender(q, "spectral", True, long_grid(q, "spectral")),
+    "mlp-groksweep": lambda q: groksweep_contender(q, "step", True, mlp_sweep(q)),
+    "mlp-bare": mlp_bare_contender,
+    "mlp-torch-loop": mlp_torch_contender,
     "peaks": lambda q: machine_peaks(),
 }
 
@@ -315,7 +442,7 @@ def report(results: dict) -> str:
     peaks = results.get("peaks", {})
     rows = [
         (
-            "| contender | runs x steps | seconds | run-steps/s | groksweep-step time ÷ its time "
+            "| contender | runs x steps | seconds | run-steps/s | groksweep time ÷ its time "
             "| GFLOP/s | % peak FLOP/s | GB/s | % peak GB/s | compile s | peak RSS MB |"
         ),
         "|---" * 11 + "|",
@@ -325,13 +452,16 @@ def report(results: dict) -> str:
     for name, r in results.items():
         if "runs" not in r:
             continue
+        mlp = name.startswith("mlp-")
+        step_flops, step_bytes = mlp_cost() if mlp else (flops_per_run_step(), bytes_per_run_step())
         # The spectral jump does not take steps: step FLOP/s and bytes mean nothing there.
         stepping = "spectral" not in name
-        flops = rate[name] * flops_per_run_step() if stepping else nan
-        traffic = rate[name] * bytes_per_run_step() if stepping else nan
+        flops = rate[name] * step_flops if stepping else nan
+        traffic = rate[name] * step_bytes if stepping else nan
         pct_flops = 100 * flops / peaks["peak_flops"] if peaks else nan
         pct_bytes = 100 * traffic / peaks["peak_bytes_per_s"] if peaks else nan
-        ratio = rate.get("groksweep-step", nan) / rate[name]
+        # Ratios against groksweep on the same workload.
+        ratio = rate.get("mlp-groksweep" if mlp else "groksweep-step", nan) / rate[name]
         compile_s = f"{r['compile_s']:.1f}" if r.get("compile_s") is not None else "-"
         rows.append(
             f"| {name} | {r['runs']} x {r['steps']} | {r['seconds']:.2f} | {rate[name]:.3g} | "
