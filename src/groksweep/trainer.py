@@ -209,7 +209,8 @@ def _program(
         draws = jax.vmap(lambda seed: task.sample(jax.random.key(seed), shape, dtype))(seeds)
         family_hp = {name: hparams[name][:, :, 0] for name in task.shared_by}
         share = lambda d, h: task.share(d, h, shape)  # noqa: E731
-        shared = jax.vmap(jax.vmap(share, in_axes=(None, 0)))(draws, family_hp)
+        families = hparams["lr"].shape[1]  # explicit: a task may share by no parameter
+        shared = jax.vmap(jax.vmap(share, in_axes=(None, 0), axis_size=families))(draws, family_hp)
         state = _per_run(functools.partial(_setup, task, shape, measures))(draws, shared, hparams)
         state["diverged_at"] = jnp.full(seeds.shape + hparams["lr"].shape[1:], -1, jnp.int32)
 

@@ -6,8 +6,11 @@ from groksweep.params import unknown_name_error
 from groksweep.tasks.base import Task
 from groksweep.tasks.linear import Linear
 from groksweep.tasks.mlp import MLPTeacherStudent
+from groksweep.tasks.modular_mlp import ModularMLP
 
-TASKS: dict[str, Task] = {task.name: task for task in (Linear(), MLPTeacherStudent())}
+TASKS: dict[str, Task] = {
+    task.name: task for task in (Linear(), MLPTeacherStudent(), ModularMLP())
+}
 
 
 def get_task(name: str) -> Task:

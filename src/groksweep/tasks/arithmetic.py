@@ -75,15 +75,16 @@ def labels(op: Array, p: int) -> Array:
 def train_mask(key: Array, split: str, frac: Array, p: int, dtype: Any) -> Array:
     """1 on the training examples and 0 on the test ones, for a (traced) ``frac``."""
     a, b = operands(p)
+    # Fixed draw dtypes: a seed's split is the same in float32 and float64 sweeps.
     if split == "random":
-        rank = jnp.argsort(jnp.argsort(random.uniform(key, (p * p,))))
+        rank = jnp.argsort(jnp.argsort(random.uniform(key, (p * p,), jnp.float32)))
         train = rank < jnp.round(frac * p * p)
     elif split == "block":
         side = jnp.round(jnp.sqrt(1 - frac) * p)
-        corner = random.randint(key, (2,), 0, p)
+        corner = random.randint(key, (2,), 0, p, jnp.int32)
         train = ~(((a - corner[0]) % p < side) & ((b - corner[1]) % p < side))
     elif split == "strips":
-        row_rank = jnp.argsort(jnp.argsort(random.uniform(key, (p,))))
+        row_rank = jnp.argsort(jnp.argsort(random.uniform(key, (p,), jnp.float32)))
         train = row_rank[a] >= jnp.round((1 - frac) * p)
     else:
         raise ValueError(f"unknown split {split!r}")

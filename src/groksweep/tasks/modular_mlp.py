@@ -1,0 +1,254 @@
+"""A two-layer perceptron on prime-field arithmetic (Gromov 2023, as used by Levi, Beck &
+Bar-Sinai App. G, eq. 43; Kumar, Bordelon, Gershman & Pehlevan §3 and App. 8.3).
+
+Model
+-----
+The input of pair (a, b) is x = onehot(a) ++ onehot(b), of dimension d_in = 2p; the output is
+p logits. With W1 (d_in x d_h), W2 (d_h x p), no biases, an entry-wise ``activation`` phi and
+prefactors c1, c2 fixed by the ``parametrisation``,
+
+    h = c1 x W1,    f(x; theta) = c2 phi(h) W2,    theta = (W1, W2).
+
+(eq. 43 writes W^(1)_{kj} with the hidden index first; W1 here is its transpose.) Because x is
+one-hot, x W1 = W1[a] + W1[p + b]: the rows W1[:p] are the *embedding of the a-tokens*.
+
+``parametrisation``:
+
+- ``"mean_field"`` (default; eq. 43, Mei et al.): c1 = 1/sqrt(d_in), c2 = 1/d_h, every weight
+  N(0, 1).
+- ``"standard"``: c1 = c2 = 1, weights N(0, 1/fan_in) (W1: 1/d_in, W2: 1/d_h), i.e. LeCun
+  normal. At initialisation the pre-activations are the same as in mean field, but the output
+  is sqrt(d_h) times larger and gradient steps of equal lr move the function differently.
+  Mean field needs large learning rates (Gromov and Kumar et al. use 100, Levi et al. 500):
+  with GD and the MSE below, p = 23, d_h = 100 and 90% of the pairs grok at lr 100 in ~2.5e4
+  steps, at lr 2000 in ~1.3e3 (times ~ 1/lr); lr 1e4 diverges at p = 17, d_h = 50.
+
+Initial weights are multiplied by ``init_scale``.
+
+``activation``: ``"square"`` phi(h) = h^2 (Gromov; App. G), ``"relu"``, and ``"quadratic"``
+phi(h) = h + (eps_align/2) h^2, the activation of Kumar et al.'s eq. 3 (their epsilon, the
+initial kernel-task alignment; renamed so as not to clash with the accuracy threshold eps).
+
+Predictor and output scale (Kumar et al. eq. 7, App. 8.1), as in
+:mod:`groksweep.tasks.mlp`: ``predictor = "centred"`` (default) predicts
+alpha (f(x; theta) - f(x; theta_0)), zero at t = 0; ``"plain"`` predicts alpha f(x; theta)
+(alpha = 1 is Gromov's and Levi et al.'s model). f(x; theta_0) is kept per run for all p^2
+pairs (``f0``). Large alpha is the lazy regime; the engine does not rescale lr, Kumar et al.
+use lr = eta_0 / alpha^2 (set it yourself, e.g. one sweep per alpha).
+
+Parameters (besides the engine's seed, dtype, method and the optimizer's: optimizer gd, adam
+or adamw, with traced lr, gamma and betas; PyTorch weight-decay conventions, full batch)
+--------------------------------------------------------------------------------------------
+================  =======  ============  =====================================================
+name              role     default       meaning
+================  =======  ============  =====================================================
+p                 static   23            prime modulus: p^2 pairs, d_in = 2p, p outputs
+op                traced   "add"         (a op b) mod p: add, sub, mul, x2+xy+y2
+frac              traced   0.5           fraction of the p^2 pairs trained on
+split             static   "random"      held-out pairs: random, block or strips
+loss              static   "mse"         mse (one-hot targets) or cross_entropy
+d_h               static   100           hidden width
+activation        static   "square"      square, relu or quadratic
+parametrisation   static   "mean_field"  mean_field or standard (above)
+predictor         static   "centred"     centred or plain (above)
+alpha             traced   1             output scale of the predictor (lazy: large)
+init_scale        traced   1             multiplier of the initial weights
+eps_align         traced   1             quadratic coefficient of the "quadratic" activation
+================  =======  ============  =====================================================
+
+Data, losses and splits come from :mod:`groksweep.tasks.arithmetic`: ``mse`` is the mean over
+training pairs of ||prediction - onehot(label)||^2 / p (PyTorch's ``MSELoss``; the three
+papers train with MSE, hence the default, without stating its normalisation), ``cross_entropy``
+the mean of -log softmax. The split and the initial weights depend only on the seed (and p,
+d_h, split, frac): every value of op, alpha, lr, ... at one seed trains on the same pairs from
+the same weights, in float32 and float64 sweeps alike (both are drawn in float32).
+
+Metrics: ``train_loss``, ``test_loss``, the argmax accuracies ``train_acc`` and ``test_acc``
+(no eps dimension), and ``weight_norm`` sqrt(|W1|_F^2 + |W2|_F^2) of the trainable weights
+(without alpha or the prefactors): Kumar et al.'s point (Fig. 2a) is that it *increases* while
+the network groks without weight decay.
+
+Measures (recorded where a sweep names them), of the a-token embedding E = W1[:p] (p x d_h,
+the trainable weights, without c1), Fourier-transformed along the token axis:
+
+- ``fourier_concentration``: the fraction of E's power in its ``FOURIER_K`` = 4 strongest
+  nonzero frequencies, summed over the d_h neurons (:func:`arithmetic.fourier_concentration`;
+  all p // 2 of them where p < 8). Gromov's solution gives every neuron one frequency but
+  spreads the neurons over all of them, so in this MLP the value stays near its random-weights
+  level while the network groks (about 0.5 at p = 17, 0.38 at p = 23, before and after).
+- ``neuron_fourier_concentration``: the same with k = 1 for each neuron's column of E alone,
+  averaged over the neurons: the fraction of a neuron's power in its strongest frequency. It
+  rises as the network groks (0.32 -> 0.8 at p = 17, 0.27 -> 0.69 at p = 23; see
+  sweeps/modular_mlp_quick.toml).
+- ``embedding_difference``: MED, the mean norm of E[i+1] - E[i]
+  (:func:`arithmetic.main_embedding_difference`, Gu et al. Definition 3.1).
+
+:meth:`ModularMLP.probe` returns the predictor and the one-hot targets on the first n held-out
+pairs in table order (pair i = a p + b), followed by training pairs if fewer than n are held
+out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+from jax import Array, random
+
+from groksweep.params import Param
+from groksweep.tasks import arithmetic
+from groksweep.tasks.base import Shape, Task, indexed_normal
+
+FOURIER_K = 4
+"""Frequencies counted by the ``fourier_concentration`` measure."""
+
+ACTIVATIONS = ("square", "relu", "quadratic")
+PARAMETRISATIONS = ("mean_field", "standard")
+
+
+class ModularMLP(Task):
+    name = "modular_mlp"
+    params: ClassVar[dict[str, Param]] = {
+        **arithmetic.ARITHMETIC_PARAMS,
+        # The MLP papers (Gromov; Levi et al. App. G; Kumar et al.) train with MSE.
+        "loss": replace(arithmetic.ARITHMETIC_PARAMS["loss"], default="mse"),
+        "d_h": Param(int, 100, "static", "hidden width", ge=1),
+        "activation": Param(
+            str,
+            "square",
+            "static",
+            "square h^2, relu, or quadratic h + (eps_align/2) h^2",
+            choices=ACTIVATIONS,
+        ),
+        "parametrisation": Param(
+            str,
+            "mean_field",
+            "static",
+            "mean_field: N(0,1) weights, W1/sqrt(d_in), W2/d_h; standard: N(0, 1/fan_in)",
+            choices=PARAMETRISATIONS,
+        ),
+        "predictor": Param(
+            str,
+            "centred",
+            "static",
+            "centred: alpha (f(x) - f(x; theta_0)); plain: alpha f(x)",
+            choices=("centred", "plain"),
+        ),
+        "alpha": Param(float, 1.0, "traced", "output scale of the predictor (lazy: large)", gt=0),
+        "init_scale": Param(float, 1.0, "traced", "multiplier of the initial weights", gt=0),
+        "eps_align": Param(
+            float, 1.0, "traced", "quadratic coefficient of the quadratic activation", ge=0
+        ),
+    }
+    metrics = arithmetic.CLASSIFICATION_METRICS | {"weight_norm": ()}
+    measures: ClassVar[dict[str, tuple[str, ...]]] = {
+        "fourier_concentration": (),
+        "neuron_fourier_concentration": (),
+        "embedding_difference": (),
+    }
+    # Runs of one seed with equal frac and op share their split and labels.
+    shared_by = ("frac", "op")
+
+    def sample(self, key: Array, shape: Shape, dtype: Any) -> dict[str, Array]:
+        p, d_h = shape["p"], shape["d_h"]
+        split = random.fold_in(key, 3)
+        return {
+            "w1": indexed_normal(random.fold_in(key, 1), (2 * p,), (d_h,), dtype),
+            "w2": indexed_normal(random.fold_in(key, 2), (d_h,), (p,), dtype),
+            # Kept as raw key data so that the traced frac can cut the split in share.
+            "split_key": random.key_data(split),
+        }
+
+    def share(self, draws, hp, shape):
+        split_key = random.wrap_key_data(draws["split_key"])
+        p, dtype = shape["p"], draws["w1"].dtype
+        return {
+            "train": arithmetic.train_mask(split_key, shape["split"], hp["frac"], p, dtype),
+            "label": arithmetic.labels(hp["op"], p),
+        }
+
+    def setup(self, data, hp, shape):
+        (std1, std2), _ = scales(shape)
+        model = {
+            "w1": hp["init_scale"] * std1 * data["w1"],
+            "w2": hp["init_scale"] * std2 * data["w2"],
+        }
+        run = {"f0": self.forward(model, hp)} if shape["predictor"] == "centred" else {}
+        return model, run
+
+    def forward(self, model, hp, a: Array | None = None, b: Array | None = None) -> Array:
+        """f(x; theta), (examples, p), for the pairs (a, b), by default all p^2 in table order.
+
+        x W1 = W1[a] + W1[p + b] for one-hot inputs: no d_in-wide product is formed.
+        """
+        p, d_h = self.shape["p"], self.shape["d_h"]
+        _, (c1, c2) = scales(self.shape)
+        w1 = model["w1"]
+        if a is None:
+            h = (w1[:p, None, :] + w1[None, p:, :]).reshape(p * p, d_h)
+        else:
+            h = w1[a] + w1[p + b]
+        return c2 * activation(self.shape["activation"], c1 * h, hp["eps_align"]) @ model["w2"]
+
+    def predict(self, model, data, hp) -> Array:
+        """The predictor on all p^2 pairs, (p^2, p)."""
+        f = self.forward(model, hp)
+        if "f0" in data:
+            f = f - data["f0"]
+        return hp["alpha"] * f
+
+    def objective(self, model, data, hp):
+        out = self.predict(model, data, hp)
+        return arithmetic.training_loss(self.shape["loss"], out, data["label"], data["train"])
+
+    def evaluate(self, model, data, hp, eps):
+        out = self.predict(model, data, hp)
+        metrics = arithmetic.classification_metrics(
+            self.shape["loss"], out, data["label"], data["train"]
+        )
+        return metrics | {"weight_norm": jnp.sqrt(sum(jnp.sum(w**2) for w in model.values()))}
+
+    def measure(self, name, model, data, hp):
+        embedding = model["w1"][: self.shape["p"]]
+        if name == "fourier_concentration":
+            # p < 8 has fewer than FOURIER_K nonzero frequencies: all of them count.
+            k = min(FOURIER_K, self.shape["p"] // 2)
+            return arithmetic.fourier_concentration(embedding, k)
+        if name == "neuron_fourier_concentration":
+            per_neuron = jax.vmap(lambda e: arithmetic.fourier_concentration(e[:, None], 1), 1)
+            return jnp.mean(per_neuron(embedding))
+        if name == "embedding_difference":
+            return arithmetic.main_embedding_difference(embedding)
+        raise ValueError(f"unknown measure {name!r}")
+
+    def probe(self, model, data, hp, n):
+        p = self.shape["p"]
+        # A stable sort puts the held-out pairs (mask 0) first, each part in table order.
+        pairs = jnp.argsort(data["train"], stable=True)[:n]
+        f = self.forward(model, hp, pairs // p, pairs % p)
+        if "f0" in data:
+            f = f - data["f0"][pairs]
+        targets = jax.nn.one_hot(data["label"][pairs], p, dtype=f.dtype)
+        return hp["alpha"] * f, targets
+
+
+def scales(shape: Shape) -> tuple[tuple[float, float], tuple[float, float]]:
+    """((std1, std2), (c1, c2)): the initial weights' standard deviations and the layers'
+    prefactors in the ``parametrisation``."""
+    d_in, d_h = 2 * shape["p"], shape["d_h"]
+    if shape["parametrisation"] == "mean_field":
+        return (1.0, 1.0), (d_in**-0.5, 1.0 / d_h)
+    return (d_in**-0.5, d_h**-0.5), (1.0, 1.0)
+
+
+def activation(name: str, h: Array, eps_align: Array) -> Array:
+    """phi(h): ``square`` h^2, ``relu``, ``quadratic`` h + (eps_align/2) h^2."""
+    if name == "square":
+        return h**2
+    if name == "relu":
+        return jax.nn.relu(h)
+    if name == "quadratic":
+        return h + 0.5 * eps_align * h**2
+    raise ValueError(f"unknown activation {name!r}")
