@@ -103,7 +103,7 @@ def main() -> None:
     rows = [
         [
             f"{f:g}",
-            rp.fmt(l),
+            rp.fmt(lam_f),
             float(summary["t_train_median"].sel(frac=f)),
             float(summary["t_test_median"].sel(frac=f)),
             m,
@@ -111,7 +111,7 @@ def main() -> None:
             float(ds["weight_norm"].sel(frac=f).isel(time=0).median()),
             float(ds["weight_norm"].sel(frac=f).isel(time=-1).median()),
         ]
-        for f, l, m in zip(ds["frac"].values, lam, median)
+        for f, lam_f, m in zip(ds["frac"].values, lam, median)
     ]
     headers = [
         "frac",
