@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from groksweep.params import unknown_name_error
 from groksweep.tasks.base import Task
+from groksweep.tasks.committee import Committee
 from groksweep.tasks.linear import Linear
 from groksweep.tasks.mlp import MLPTeacherStudent
 from groksweep.tasks.modular_mlp import ModularMLP
 
 TASKS: dict[str, Task] = {
-    task.name: task for task in (Linear(), MLPTeacherStudent(), ModularMLP())
+    task.name: task for task in (Linear(), MLPTeacherStudent(), ModularMLP(), Committee())
 }
 
 
