@@ -41,12 +41,13 @@ eps_align = 0.02, alpha = 4 the run is slow rather than stuck (0.12 at 20000 ste
 loss peaks at 1.31x its initial value at eps_align = 0.02 (1.0x at 0.4) before falling; the final
 test loss grows with alpha (at eps_align = 0.05: 8.5e-4 of the initial at alpha = 0.25, 0.18 at
 alpha = 8) and at every alpha is lowest at eps_align = 0.05 (at 20000 steps), not at the
-best-aligned 0.4 (Fig. 3(b): worse initial alignment, better end). With lr = eta_0 N / alpha^2 the early linear fit is
-the same for every alpha, but t_train (train loss at 10%) still grows ~ alpha^0.85 because
-fitting P = 5.5 D points needs the quadratic features. Fig. 4 (seed 0): linear_power rises from 0 to
-0.16 by step ~70 and falls after step ~130 as the misalignment error falls; the sum of the three
-terms (the population risk) lies 7-16% above the test loss throughout, within the ~10% sampling
-error of a 1000-point mean of this heavy-tailed loss (y^2 ~ z^4).
+best-aligned 0.4 (Fig. 3(b): worse initial alignment, better end). With
+lr = eta_0 N / alpha^2 the early linear fit is the same for every alpha, but t_train (train loss
+at 10%) still grows ~ alpha^0.85 because fitting P = 5.5 D points needs the quadratic features.
+Fig. 4 (seed 0): linear_power rises from 0 to 0.16 by step ~70 and falls after step ~130 as the
+misalignment error falls; the sum of the three terms (the population risk) lies 7-16% above the
+test loss throughout, within the ~10% sampling error of a 1000-point mean of this heavy-tailed
+loss (y^2 ~ z^4).
 Fig. 9: P = D fails (test loss 0.60 -> 2.8, linear power stays 2.2), P = 5.5 D groks (peak 0.77,
 end 0.0054), P = 25 D generalises with train and test together (peak 0.63, linear power <=
 0.027). App. 8.2: the relative parameter change collapses on alpha sigma^2 (median spread across
