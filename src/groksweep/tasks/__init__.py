@@ -8,9 +8,11 @@ from groksweep.tasks.committee import Committee
 from groksweep.tasks.linear import Linear
 from groksweep.tasks.mlp import MLPTeacherStudent
 from groksweep.tasks.modular_mlp import ModularMLP
+from groksweep.tasks.transformer import Transformer
 
 TASKS: dict[str, Task] = {
-    task.name: task for task in (Linear(), MLPTeacherStudent(), ModularMLP(), Committee())
+    task.name: task
+    for task in (Linear(), MLPTeacherStudent(), ModularMLP(), Committee(), Transformer())
 }
 
 

@@ -1,0 +1,283 @@
+"""A one-layer transformer on prime-field arithmetic (Nanda et al. 2023, the classic grokking
+setting; Kumar, Bordelon, Gershman & Pehlevan §6 / Fig. 6(b); Gu et al., *Beyond Progress
+Measures*).
+
+Model
+-----
+The input of pair (a, b) is the token sequence [a, b, =], where token id p stands for "="
+(vocabulary p + 1). With token embedding W_E ((p+1) x d_model), learned positional embedding
+W_pos (3 x d_model), and rows as vectors (x W, not W x):
+
+    x_i    = W_E[token_i] + W_pos[i]                                        (i = 0, 1, 2)
+    r      = x_2 + concat_h(softmax_i(q_h . k_{h,i} / sqrt(d_head)) v_{h,i}) W_O
+             with q_h = (N1(x_2) W_Q)_h,  k_{h,i} = (N1(x_i) W_K)_h,  v_{h,i} = (N1(x_i) W_V)_h
+    r'     = r + ReLU(N2(r) W_in + b_in) W_out + b_out
+    f(a, b; theta) = N3(r') W_U                                             (p logits)
+
+``n_heads`` heads of size d_head = d_model / n_heads (W_Q, W_K, W_V, W_O: d_model x d_model,
+head h the columns h d_head .. (h+1) d_head - 1 of W_Q, W_K, W_V and the same rows of W_O), a
+ReLU MLP d_model -> d_mlp -> d_model with biases, residual connections, no attention biases,
+and the unembedding W_U (d_model x p). The logits are read at the last ("=") position only.
+Nanda's model is causal; with one layer the last position attends to all three, so the mask
+changes nothing that is read out and the other positions are never computed. N1, N2, N3 are
+the identity for ``layer_norm = "none"`` (default; Nanda's model has no LayerNorm) and, for
+``"pre"``, pre-LayerNorms (before attention, before the MLP, before the unembedding) with a
+learned gain (init 1) and bias (init 0) each: (x - mean) / sqrt(var + 1e-5) * g + c over the
+d_model entries.
+
+Differences from Nanda's code: W_U has p columns, not p + 1 (no logit for "="), and the
+optimizer has no learning-rate warm-up (Nanda: linear over the first 10 steps).
+
+Initialisation (Nanda's): every weight matrix N(0, 1/d_model) (standard deviation
+1/sqrt(d_model): W_E, W_pos, W_Q, W_K, W_V, W_O, W_in *and* W_out), except W_U with standard
+deviation 1/sqrt(p + 1) (1/sqrt(d_vocab) in his code); biases 0. The random matrices are
+multiplied by ``init_scale`` (LayerNorm gains and biases are not).
+
+Predictor and output scale (Kumar et al. eq. 7; Fig. 6(b) sweeps alpha on this model), as in
+:mod:`groksweep.tasks.mlp`: ``predictor = "centred"`` (default) predicts
+alpha (f(theta) - f(theta_0)), zero at t = 0; ``"plain"`` predicts alpha f(theta) (alpha = 1
+is Nanda's model). f(theta_0) is kept per run for all p^2 pairs (``f0``, p^2 x p numbers).
+
+Parameters (besides the engine's seed, dtype, method and the optimizer's)
+-------------------------------------------------------------------------
+============  =======  ===============  ======================================================
+name          role     default          meaning
+============  =======  ===============  ======================================================
+p             static   113              prime modulus: p^2 pairs, vocabulary p + 1, p logits
+op            traced   "add"            (a op b) mod p: add, sub, mul, x2+xy+y2
+frac          traced   0.3              fraction of the p^2 pairs trained on
+split         static   "random"         held-out pairs: random, block or strips
+loss          static   "cross_entropy"  cross_entropy or mse (one-hot targets)
+d_model       static   128              residual-stream width
+n_heads       static   4                attention heads (must divide d_model)
+d_mlp         static   512              MLP hidden width
+layer_norm    static   "none"           "none" or "pre" (above)
+predictor     static   "centred"        centred or plain (above)
+alpha         traced   1                output scale of the predictor (lazy: large)
+init_scale    traced   1                multiplier of the initial weight matrices
+============  =======  ===============  ======================================================
+
+The optimizer is the engine's, whose defaults (gd, lr 0.01, no weight decay) are *not*
+Nanda's: set ``optimizer = "adamw"``, ``lr = 1e-3``, ``gamma = 1`` (decoupled weight decay)
+and ``beta2 = 0.98`` in the sweep (beta1 0.9 is the default), as sweeps/transformer_p113.toml
+does. Training is full batch. Kumar et al. keep the time scale fixed across alpha with
+lr = eta_0 / alpha^2 for gradient descent; Adam's steps do not scale with the gradient, so
+with AdamW alpha acts through the output scale alone.
+
+Data, losses and splits come from :mod:`groksweep.tasks.arithmetic`. The split and the initial
+weights depend only on the seed (and the static shapes and frac): every value of op, alpha,
+lr, gamma ... at one seed trains on the same pairs from the same weights.
+
+Metrics: ``train_loss``, ``test_loss``, the argmax accuracies ``train_acc`` and ``test_acc``,
+``weight_norm`` (the L2 norm of all trainable parameters together, biases and LayerNorm
+parameters included, without alpha), and two measures of the number-token embedding
+E = W_E[:p]: ``med``, Gu et al.'s main embedding difference (Definition 3.1, the mean of
+|E[i+1] - E[i]|; :func:`arithmetic.main_embedding_difference`), and ``embedding_uniformity``,
+std/mean of the token norms |E[i]| (:func:`arithmetic.embedding_uniformity`; 0 for the
+uniform embeddings that weight decay favours, Gu et al. Theorem 3.5).
+
+Measure (recorded where a sweep names it): ``fourier_concentration``, the fraction of E's power
+in its ``FOURIER_K`` = 4 strongest nonzero frequencies along the token axis, summed over the
+d_model dimensions (:func:`arithmetic.fourier_concentration`; all p // 2 of them where p < 8).
+Nanda et al.'s generalising embedding uses a handful of key frequencies.
+
+:meth:`Transformer.probe` returns the predictor and the one-hot targets on the first n held-out
+pairs in table order (pair i = a p + b), followed by training pairs if fewer than n are held
+out.
+
+Cost: the residual stream at positions 0 and 1 depends on one token, and at position 2 on none,
+so embeddings, keys and values are computed for the 2p + 1 distinct (token, position) states
+and gathered per pair; the query, the attention mixture, the MLP and the unembedding are
+computed per pair. Every step evaluates all p^2 pairs (the loss masks out the held-out ones),
+because frac is traced and the number of training pairs is not a compile-time shape.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import replace
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+from jax import Array, random
+
+from groksweep.params import Param, SpecError
+from groksweep.tasks import arithmetic
+from groksweep.tasks.base import Shape, Task, indexed_normal
+
+FOURIER_K = 4
+"""Frequencies counted by the ``fourier_concentration`` measure."""
+
+LAYER_NORMS = ("none", "pre")
+LN_EPS = 1e-5
+
+LAYER_NORM_NAMES = ("ln1", "ln2", "ln3")
+
+
+class Transformer(Task):
+    name = "transformer"
+    params: ClassVar[dict[str, Param]] = {
+        **arithmetic.ARITHMETIC_PARAMS,
+        # Nanda et al.'s classic setting.
+        "p": replace(arithmetic.ARITHMETIC_PARAMS["p"], default=113),
+        "frac": replace(arithmetic.ARITHMETIC_PARAMS["frac"], default=0.3),
+        "loss": replace(arithmetic.ARITHMETIC_PARAMS["loss"], default="cross_entropy"),
+        "d_model": Param(int, 128, "static", "residual-stream width", ge=1),
+        "n_heads": Param(int, 4, "static", "attention heads (divide d_model)", ge=1),
+        "d_mlp": Param(int, 512, "static", "MLP hidden width", ge=1),
+        "layer_norm": Param(
+            str,
+            "none",
+            "static",
+            "none, or pre: LayerNorm before attention, MLP and unembedding",
+            choices=LAYER_NORMS,
+        ),
+        "predictor": Param(
+            str,
+            "centred",
+            "static",
+            "centred: alpha (f(x) - f(x; theta_0)); plain: alpha f(x)",
+            choices=("centred", "plain"),
+        ),
+        "alpha": Param(float, 1.0, "traced", "output scale of the predictor (lazy: large)", gt=0),
+        "init_scale": Param(float, 1.0, "traced", "multiplier of the initial weights", gt=0),
+    }
+    metrics = arithmetic.CLASSIFICATION_METRICS | {
+        "weight_norm": (),
+        "med": (),
+        "embedding_uniformity": (),
+    }
+    measures: ClassVar[dict[str, tuple[str, ...]]] = {"fourier_concentration": ()}
+    # Runs of one seed with equal frac and op share their split and labels.
+    shared_by = ("frac", "op")
+
+    def resolve(self, values: dict[str, Any], given: set[str]) -> dict[str, Any]:
+        if values["d_model"] % values["n_heads"]:
+            raise SpecError(f"n_heads={values['n_heads']} must divide d_model={values['d_model']}")
+        return values
+
+    def sample(self, key: Array, shape: Shape, dtype: Any) -> dict[str, Array]:
+        # One draw cut into the matrices: a random-number generator compiles slowly on CPUs
+        # (seconds each), so nine separate draws would dominate the compile time of small runs.
+        dims = [dims for dims, _ in matrices(shape).values()]
+        sizes = [math.prod(d) for d in dims]
+        flat = indexed_normal(random.fold_in(key, 1), (sum(sizes),), (), dtype)
+        pieces = jnp.split(flat, list(itertools.accumulate(sizes))[:-1])
+        draws = {name: x.reshape(d) for name, x, d in zip(matrices(shape), pieces, dims)}
+        # Kept as raw key data so that the traced frac can cut the split in share.
+        return draws | {"split_key": random.key_data(random.fold_in(key, 0))}
+
+    def share(self, draws, hp, shape):
+        split_key = random.wrap_key_data(draws["split_key"])
+        p, dtype = shape["p"], draws["W_E"].dtype
+        return {
+            "train": arithmetic.train_mask(split_key, shape["split"], hp["frac"], p, dtype),
+            "label": arithmetic.labels(hp["op"], p),
+        }
+
+    def setup(self, data, hp, shape):
+        model = {
+            name: hp["init_scale"] * std * data[name] for name, (_, std) in matrices(shape).items()
+        }
+        dtype = data["W_E"].dtype
+        d_model, d_mlp = shape["d_model"], shape["d_mlp"]
+        model |= {"b_in": jnp.zeros(d_mlp, dtype), "b_out": jnp.zeros(d_model, dtype)}
+        if shape["layer_norm"] == "pre":
+            for name in LAYER_NORM_NAMES:
+                model |= {
+                    f"{name}_g": jnp.ones(d_model, dtype),
+                    f"{name}_b": jnp.zeros(d_model, dtype),
+                }
+        run = {"f0": self.forward(model)} if shape["predictor"] == "centred" else {}
+        return model, run
+
+    def forward(self, model, pairs: Array | None = None) -> Array:
+        """f(theta), (examples, p): the logits at "=" for the pairs ``i = a p + b`` listed in
+        ``pairs``, by default all p^2 in table order."""
+        p, heads = self.shape["p"], self.shape["n_heads"]
+        d_model = self.shape["d_model"]
+        if pairs is None:
+            pairs = jnp.arange(p * p)
+        norm = lambda name, x: self.layer_norm(model, name, x)
+        # The 2p + 1 distinct inputs: a at position 0 (rows 0 .. p-1), b at position 1
+        # (rows p .. 2p-1) and "=" at position 2 (row 2p).
+        states = jnp.concatenate(
+            [model["W_E"][:p] + model["W_pos"][0], model["W_E"][:p] + model["W_pos"][1]]
+            + [(model["W_E"][p] + model["W_pos"][2])[None]]
+        )
+        normed = norm("ln1", states)
+        split_heads = lambda x: x.reshape(*x.shape[:-1], heads, d_model // heads)
+        keys, values = (split_heads(normed @ model[w]) for w in ("W_K", "W_V"))
+        query = split_heads(normed[2 * p] @ model["W_Q"])  # (heads, d_head)
+        # Each pair's sequence [a, b, =] as rows of the state table: (examples, 3).
+        rows = jnp.stack([pairs // p, p + pairs % p, jnp.full_like(pairs, 2 * p)], axis=1)
+        scores = jnp.einsum("hd,ihd->ih", query, keys) / jnp.sqrt(d_model // heads)
+        attention = jax.nn.softmax(scores[rows], axis=1)  # (examples, 3, heads)
+        mixed = jnp.einsum("nih,nihd->nhd", attention, values[rows])
+        residual = states[2 * p] + mixed.reshape(-1, d_model) @ model["W_O"]
+        hidden = jax.nn.relu(norm("ln2", residual) @ model["W_in"] + model["b_in"])
+        residual = residual + hidden @ model["W_out"] + model["b_out"]
+        return norm("ln3", residual) @ model["W_U"]
+
+    def layer_norm(self, model, name: str, x: Array) -> Array:
+        """LayerNorm ``name`` over the last axis, or the identity for ``layer_norm = "none"``."""
+        if self.shape["layer_norm"] == "none":
+            return x
+        centred = x - jnp.mean(x, axis=-1, keepdims=True)
+        scaled = centred / jnp.sqrt(jnp.mean(centred**2, axis=-1, keepdims=True) + LN_EPS)
+        return scaled * model[f"{name}_g"] + model[f"{name}_b"]
+
+    def predict(self, model, data, hp, pairs: Array | None = None) -> Array:
+        """The predictor on ``pairs`` (default: all p^2 pairs), (examples, p)."""
+        f = self.forward(model, pairs)
+        if "f0" in data:
+            f = f - (data["f0"] if pairs is None else data["f0"][pairs])
+        return hp["alpha"] * f
+
+    def objective(self, model, data, hp):
+        out = self.predict(model, data, hp)
+        return arithmetic.training_loss(self.shape["loss"], out, data["label"], data["train"])
+
+    def evaluate(self, model, data, hp, eps):
+        out = self.predict(model, data, hp)
+        metrics = arithmetic.classification_metrics(
+            self.shape["loss"], out, data["label"], data["train"]
+        )
+        embedding = model["W_E"][: self.shape["p"]]
+        return metrics | {
+            "weight_norm": jnp.sqrt(sum(jnp.sum(w**2) for w in model.values())),
+            "med": arithmetic.main_embedding_difference(embedding),
+            "embedding_uniformity": arithmetic.embedding_uniformity(embedding),
+        }
+
+    def measure(self, name, model, data, hp):
+        if name == "fourier_concentration":
+            p = self.shape["p"]
+            # p < 8 has fewer than FOURIER_K nonzero frequencies: all of them count.
+            return arithmetic.fourier_concentration(model["W_E"][:p], min(FOURIER_K, p // 2))
+        raise ValueError(f"unknown measure {name!r}")
+
+    def probe(self, model, data, hp, n):
+        # A stable sort puts the held-out pairs (mask 0) first, each part in table order.
+        pairs = jnp.argsort(data["train"], stable=True)[:n]
+        outputs = self.predict(model, data, hp, pairs)
+        return outputs, jax.nn.one_hot(data["label"][pairs], self.shape["p"], dtype=outputs.dtype)
+
+
+def matrices(shape: Shape) -> dict[str, tuple[tuple[int, int], float]]:
+    """The trainable matrices: name -> (dimensions, initial standard deviation), Nanda's init."""
+    p, d_model, d_mlp = shape["p"], shape["d_model"], shape["d_mlp"]
+    std = d_model**-0.5
+    return {
+        "W_E": ((p + 1, d_model), std),
+        "W_pos": ((3, d_model), std),
+        "W_Q": ((d_model, d_model), std),
+        "W_K": ((d_model, d_model), std),
+        "W_V": ((d_model, d_model), std),
+        "W_O": ((d_model, d_model), std),
+        "W_in": ((d_model, d_mlp), std),
+        "W_out": ((d_mlp, d_model), std),
+        "W_U": ((d_model, p), (p + 1) ** -0.5),
+    }
