@@ -50,8 +50,9 @@ def _shape(run):
 
 
 @functools.cache
-def _draws(seed, shape_items):
-    shape = dict(shape_items)
+def _draws(seed, p, d_model, d_mlp):
+    """The float64 draws of a seed, which depend on these shapes alone."""
+    shape = {"p": p, "d_model": d_model, "d_mlp": d_mlp}
     with jax.enable_x64(True):
         draws = jax.jit(lambda key: TASK.sample(key, shape, jnp.float64))(jax.random.key(seed))
     return {k: np.asarray(v) for k, v in draws.items()}
@@ -67,7 +68,7 @@ def _hp(run):
 def _draws_and_mask(seed, run):
     """The float64 draws of seed ``seed`` and the train mask of ``run``."""
     shape = _shape(run)
-    draws = _draws(seed, tuple(shape.items()))
+    draws = _draws(seed, shape["p"], shape["d_model"], shape["d_mlp"])
     with jax.enable_x64(True):
         return draws, np.asarray(TASK.share(draws, _hp(run), shape)["train"])
 
@@ -222,6 +223,11 @@ def test_task_methods_equal_numpy_reference(case):
     probe_out, probe_targets = got["probe"]
     np.testing.assert_allclose(probe_out, exact_out[order], rtol=1e-10, atol=1e-12)
     np.testing.assert_array_equal(probe_targets, np.eye(run["p"])[label[order]])
+
+
+def test_heads_must_divide_the_width():
+    with pytest.raises(gs.SpecError, match="n_heads=3 must divide d_model=16"):
+        sweep({}, 10, 5, d_model=16, n_heads=3)
 
 
 # --- the sweep: seed x frac x gamma x op, vmapped against single runs ---------------------------

@@ -9,7 +9,7 @@ The input of pair (a, b) is the token sequence [a, b, =], where token id p stand
 W_pos (3 x d_model), and rows as vectors (x W, not W x):
 
     x_i    = W_E[token_i] + W_pos[i]                                        (i = 0, 1, 2)
-    r      = x_2 + concat_h(softmax_i(q_h . k_{h,i} / sqrt(d_head)) v_{h,i}) W_O
+    r      = x_2 + concat_h(sum_i softmax_i(q_h . k_{h,i} / sqrt(d_head)) v_{h,i}) W_O
              with q_h = (N1(x_2) W_Q)_h,  k_{h,i} = (N1(x_i) W_K)_h,  v_{h,i} = (N1(x_i) W_V)_h
     r'     = r + ReLU(N2(r) W_in + b_in) W_out + b_out
     f(a, b; theta) = N3(r') W_U                                             (p logits)
@@ -23,7 +23,11 @@ changes nothing that is read out and the other positions are never computed. N1,
 the identity for ``layer_norm = "none"`` (default; Nanda's model has no LayerNorm) and, for
 ``"pre"``, pre-LayerNorms (before attention, before the MLP, before the unembedding) with a
 learned gain (init 1) and bias (init 0) each: (x - mean) / sqrt(var + 1e-5) * g + c over the
-d_model entries.
+d_model entries. (``layer_norm`` is a string because the engine's parameters take no booleans.)
+
+The model is a flat dict of arrays: ``W_E``, ``W_pos``, ``W_Q``, ``W_K``, ``W_V``, ``W_O``,
+``W_in``, ``b_in``, ``W_out``, ``b_out``, ``W_U`` and, with LayerNorm, ``ln1_g``, ``ln1_b``,
+``ln2_g``, ``ln2_b``, ``ln3_g``, ``ln3_b``.
 
 Differences from Nanda's code: W_U has p columns, not p + 1 (no logit for "="), and the
 optimizer has no learning-rate warm-up (Nanda: linear over the first 10 steps).
@@ -65,8 +69,9 @@ lr = eta_0 / alpha^2 for gradient descent; Adam's steps do not scale with the gr
 with AdamW alpha acts through the output scale alone.
 
 Data, losses and splits come from :mod:`groksweep.tasks.arithmetic`. The split and the initial
-weights depend only on the seed (and the static shapes and frac): every value of op, alpha,
-lr, gamma ... at one seed trains on the same pairs from the same weights.
+weights depend only on the seed and the static shapes (the split also on frac, the weights on
+init_scale): every value of op, alpha, lr, gamma ... at one seed trains on the same pairs from
+the same weights.
 
 Metrics: ``train_loss``, ``test_loss``, the argmax accuracies ``train_acc`` and ``test_acc``,
 ``weight_norm`` (the L2 norm of all trainable parameters together, biases and LayerNorm
@@ -87,9 +92,15 @@ out.
 
 Cost: the residual stream at positions 0 and 1 depends on one token, and at position 2 on none,
 so embeddings, keys and values are computed for the 2p + 1 distinct (token, position) states
-and gathered per pair; the query, the attention mixture, the MLP and the unembedding are
+and gathered per pair, the query once; the attention mixture, the MLP and the unembedding are
 computed per pair. Every step evaluates all p^2 pairs (the loss masks out the held-out ones),
 because frac is traced and the number of training pairs is not a compile-time shape.
+
+Measured behaviour (details in the sweep files): the classic p = 113 (sweeps/transformer_p113.toml,
+AdamW lr 1e-3, betas 0.9/0.98, plain predictor) reaches train accuracy 0.95 at steps 116-152
+and test accuracy 0.95 at 7300-8040 with gamma 1 (1950-3730 with gamma 3, not within 15000
+steps with gamma 0.3), 0.7 ms per step and run on an H100; the CPU-sized
+sweeps/transformer_quick.toml (p = 23, d_model 32) groks in 200-2500 steps depending on frac.
 """
 
 from __future__ import annotations
@@ -111,9 +122,8 @@ FOURIER_K = 4
 """Frequencies counted by the ``fourier_concentration`` measure."""
 
 LAYER_NORMS = ("none", "pre")
-LN_EPS = 1e-5
-
 LAYER_NORM_NAMES = ("ln1", "ln2", "ln3")
+LN_EPS = 1e-5
 
 
 class Transformer(Task):
@@ -159,8 +169,8 @@ class Transformer(Task):
         return values
 
     def sample(self, key: Array, shape: Shape, dtype: Any) -> dict[str, Array]:
-        # One draw cut into the matrices: a random-number generator compiles slowly on CPUs
-        # (seconds each), so nine separate draws would dominate the compile time of small runs.
+        # One draw cut into the matrices: every draw adds ~0.3 s of compilation on a CPU, which
+        # for nine separate draws would dominate the compile time of small runs.
         dims = [dims for dims, _ in matrices(shape).values()]
         sizes = [math.prod(d) for d in dims]
         flat = indexed_normal(random.fold_in(key, 1), (sum(sizes),), (), dtype)
@@ -203,9 +213,9 @@ class Transformer(Task):
         norm = lambda name, x: self.layer_norm(model, name, x)
         # The 2p + 1 distinct inputs: a at position 0 (rows 0 .. p-1), b at position 1
         # (rows p .. 2p-1) and "=" at position 2 (row 2p).
+        embed, pos = model["W_E"], model["W_pos"]
         states = jnp.concatenate(
-            [model["W_E"][:p] + model["W_pos"][0], model["W_E"][:p] + model["W_pos"][1]]
-            + [(model["W_E"][p] + model["W_pos"][2])[None]]
+            [embed[:p] + pos[0], embed[:p] + pos[1], (embed[p] + pos[2])[None]]
         )
         normed = norm("ln1", states)
         split_heads = lambda x: x.reshape(*x.shape[:-1], heads, d_model // heads)
