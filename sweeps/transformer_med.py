@@ -14,7 +14,8 @@ the test loss: random +0.74 [-0.85, +0.92], block +0.01, strips +0.69. So at thi
 not follow the test loss consistently. In the p = 113 sweep (sweeps/transformer_p113.toml, H100)
 it does better: +0.16 to +0.88 (median +0.54) where the runs grok (gamma 1 and 3), MED rising
 from 1.4 to 2.4-3.7 while they memorise and falling before they generalise, and +0.67 to +0.79
-at gamma 0.3, where MED keeps rising (to 4.3-4.5) and the runs do not grok. Test accuracy at the end / best (seed medians), with train accuracy 0.98-1:
+at gamma 0.3, where MED keeps rising (to 4.3-4.5) and the runs do not grok. Test accuracy at
+the end / best (seed medians), with train accuracy 0.98-1:
 
     frac   random         block          strips
     0.5    0.962 / 0.962  0.355 / 0.414  0.703 / 0.779
@@ -85,10 +86,9 @@ def main() -> None:
     print("test accuracy, final / best over training (seed medians); train accuracy at the end")
     print(f"{'frac':>6s}" + "".join(f"{s:>22s}" for s in SPLITS))
     for frac in ds.frac.values:
+        cell = lambda v, s: float(v.sel(split=s, frac=frac))  # noqa: E731
         row = [
-            f"{float(final.sel(split=s, frac=frac)):.3f} / {float(best.sel(split=s, frac=frac)):.3f}"
-            f" ({float(train.sel(split=s, frac=frac)):.2f})"
-            for s in SPLITS
+            f"{cell(final, s):.3f} / {cell(best, s):.3f} ({cell(train, s):.2f})" for s in SPLITS
         ]
         print(f"{frac:6.2f}" + "".join(f"{r:>22s}" for r in row))
 
