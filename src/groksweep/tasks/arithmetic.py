@@ -29,13 +29,15 @@ Losses
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from jax import Array, random
 
 from groksweep.params import Param
+from groksweep.tasks.base import PyTree, Task
 
 OPS = ("add", "sub", "mul", "x2+xy+y2")
 SPLITS = ("random", "block", "strips")
@@ -148,3 +150,68 @@ def fourier_concentration(embedding: Array, k: int) -> Array:
     w = jnp.arange(1, p // 2 + 1)
     paired = power[w] + jnp.where(p - w != w, power[p - w], 0)
     return jnp.sum(jax.lax.top_k(paired, k)[0]) / jnp.sum(power)
+
+
+# --- the common part of the arithmetic tasks -------------------------------------------------
+FOURIER_K = 4
+"""Frequencies counted by the ``fourier_concentration`` measure (all of them where p < 8)."""
+
+
+class ArithmeticTask(Task):
+    """What the arithmetic tasks share: the split and labels of a family (runs of one seed with
+    equal frac and op), the centred predictor, the training loss, the classification metrics,
+    the probe and the Fourier concentration of the number-token embedding.
+
+    Subclasses draw ``split_key`` (raw key data) in :meth:`sample` and implement
+    :meth:`forward`, :meth:`embedding` and :meth:`setup` (putting f(theta_0) of all pairs in
+    the run's ``f0`` for the centred predictor).
+    """
+
+    shared_by = ("frac", "op")
+    measures: ClassVar[dict[str, tuple[str, ...]]] = {"fourier_concentration": ()}
+
+    def forward(self, model: PyTree, hp: Mapping[str, Array], pairs: Array | None) -> Array:
+        """f(theta) on ``pairs`` (indices a p + b; None: all p^2 in table order), (pairs, p)."""
+        raise NotImplementedError
+
+    def embedding(self, model: PyTree) -> Array:
+        """The number-token embedding (p, d): one row per token 0 .. p-1."""
+        raise NotImplementedError
+
+    def share(self, draws, hp, shape):
+        # The split is cut here, not in sample, because frac is traced.
+        split_key = random.wrap_key_data(draws["split_key"])
+        p, dtype = shape["p"], hp["frac"].dtype
+        return {
+            "train": train_mask(split_key, shape["split"], hp["frac"], p, dtype),
+            "label": labels(hp["op"], p),
+        }
+
+    def predict(self, model, data, hp, pairs: Array | None = None) -> Array:
+        """The predictor alpha (f - f0) or alpha f on ``pairs`` (default: all p^2 pairs)."""
+        f = self.forward(model, hp, pairs)
+        if "f0" in data:
+            f = f - (data["f0"] if pairs is None else data["f0"][pairs])
+        return hp["alpha"] * f
+
+    def objective(self, model, data, hp):
+        out = self.predict(model, data, hp)
+        return training_loss(self.shape["loss"], out, data["label"], data["train"])
+
+    def evaluate(self, model, data, hp, eps):
+        out = self.predict(model, data, hp)
+        metrics = classification_metrics(self.shape["loss"], out, data["label"], data["train"])
+        norm = jnp.sqrt(sum(jnp.sum(w**2) for w in jax.tree.leaves(model)))
+        return metrics | {"weight_norm": norm}
+
+    def measure(self, name, model, data, hp):
+        if name == "fourier_concentration":
+            k = min(FOURIER_K, self.shape["p"] // 2)
+            return fourier_concentration(self.embedding(model), k)
+        raise ValueError(f"unknown measure {name!r}")
+
+    def probe(self, model, data, hp, n):
+        # A stable sort puts the held-out pairs (mask 0) first, each part in table order.
+        pairs = jnp.argsort(data["train"], stable=True)[:n]
+        outputs = self.predict(model, data, hp, pairs)
+        return outputs, jax.nn.one_hot(data["label"][pairs], self.shape["p"], dtype=outputs.dtype)

@@ -71,7 +71,7 @@ the network groks without weight decay.
 Measures (recorded where a sweep names them), of the a-token embedding E = W1[:p] (p x d_h,
 the trainable weights, without c1), Fourier-transformed along the token axis:
 
-- ``fourier_concentration``: the fraction of E's power in its ``FOURIER_K`` = 4 strongest
+- ``fourier_concentration``: the fraction of E's power in its ``arithmetic.FOURIER_K`` = 4 strongest
   nonzero frequencies, summed over the d_h neurons (:func:`arithmetic.fourier_concentration`;
   all p // 2 of them where p < 8). Gromov's solution gives every neuron one frequency but
   spreads the neurons over all of them, so in this MLP the value stays near its random-weights
@@ -99,16 +99,13 @@ from jax import Array, random
 
 from groksweep.params import Param
 from groksweep.tasks import arithmetic
-from groksweep.tasks.base import Shape, Task, indexed_normal
-
-FOURIER_K = 4
-"""Frequencies counted by the ``fourier_concentration`` measure."""
+from groksweep.tasks.base import Shape, indexed_normal
 
 ACTIVATIONS = ("square", "relu", "quadratic")
 PARAMETRISATIONS = ("mean_field", "standard")
 
 
-class ModularMLP(Task):
+class ModularMLP(arithmetic.ArithmeticTask):
     name = "modular_mlp"
     params: ClassVar[dict[str, Param]] = {
         **arithmetic.ARITHMETIC_PARAMS,
@@ -143,13 +140,10 @@ class ModularMLP(Task):
         ),
     }
     metrics = arithmetic.CLASSIFICATION_METRICS | {"weight_norm": ()}
-    measures: ClassVar[dict[str, tuple[str, ...]]] = {
-        "fourier_concentration": (),
+    measures: ClassVar[dict[str, tuple[str, ...]]] = arithmetic.ArithmeticTask.measures | {
         "neuron_fourier_concentration": (),
         "embedding_difference": (),
     }
-    # Runs of one seed with equal frac and op share their split and labels.
-    shared_by = ("frac", "op")
 
     def sample(self, key: Array, shape: Shape, dtype: Any) -> dict[str, Array]:
         p, d_h = shape["p"], shape["d_h"]
@@ -161,77 +155,36 @@ class ModularMLP(Task):
             "split_key": random.key_data(split),
         }
 
-    def share(self, draws, hp, shape):
-        split_key = random.wrap_key_data(draws["split_key"])
-        p, dtype = shape["p"], draws["w1"].dtype
-        return {
-            "train": arithmetic.train_mask(split_key, shape["split"], hp["frac"], p, dtype),
-            "label": arithmetic.labels(hp["op"], p),
-        }
-
     def setup(self, data, hp, shape):
         (std1, std2), _ = scales(shape)
         model = {
             "w1": hp["init_scale"] * std1 * data["w1"],
             "w2": hp["init_scale"] * std2 * data["w2"],
         }
-        run = {"f0": self.forward(model, hp)} if shape["predictor"] == "centred" else {}
+        run = {"f0": self.forward(model, hp, None)} if shape["predictor"] == "centred" else {}
         return model, run
 
-    def forward(self, model, hp, a: Array | None = None, b: Array | None = None) -> Array:
-        """f(x; theta), (examples, p), for the pairs (a, b), by default all p^2 in table order.
-
-        x W1 = W1[a] + W1[p + b] for one-hot inputs: no d_in-wide product is formed.
-        """
+    def forward(self, model, hp, pairs):
+        # x W1 = W1[a] + W1[p + b] for one-hot inputs: no d_in-wide product is formed.
         p, d_h = self.shape["p"], self.shape["d_h"]
         _, (c1, c2) = scales(self.shape)
         w1 = model["w1"]
-        if a is None:
+        if pairs is None:
             h = (w1[:p, None, :] + w1[None, p:, :]).reshape(p * p, d_h)
         else:
-            h = w1[a] + w1[p + b]
+            h = w1[pairs // p] + w1[p + pairs % p]
         return c2 * activation(self.shape["activation"], c1 * h, hp["eps_align"]) @ model["w2"]
 
-    def predict(self, model, data, hp) -> Array:
-        """The predictor on all p^2 pairs, (p^2, p)."""
-        f = self.forward(model, hp)
-        if "f0" in data:
-            f = f - data["f0"]
-        return hp["alpha"] * f
-
-    def objective(self, model, data, hp):
-        out = self.predict(model, data, hp)
-        return arithmetic.training_loss(self.shape["loss"], out, data["label"], data["train"])
-
-    def evaluate(self, model, data, hp, eps):
-        out = self.predict(model, data, hp)
-        metrics = arithmetic.classification_metrics(
-            self.shape["loss"], out, data["label"], data["train"]
-        )
-        return metrics | {"weight_norm": jnp.sqrt(sum(jnp.sum(w**2) for w in model.values()))}
+    def embedding(self, model):
+        return model["w1"][: self.shape["p"]]
 
     def measure(self, name, model, data, hp):
-        embedding = model["w1"][: self.shape["p"]]
-        if name == "fourier_concentration":
-            # p < 8 has fewer than FOURIER_K nonzero frequencies: all of them count.
-            k = min(FOURIER_K, self.shape["p"] // 2)
-            return arithmetic.fourier_concentration(embedding, k)
         if name == "neuron_fourier_concentration":
             per_neuron = jax.vmap(lambda e: arithmetic.fourier_concentration(e[:, None], 1), 1)
-            return jnp.mean(per_neuron(embedding))
+            return jnp.mean(per_neuron(self.embedding(model)))
         if name == "embedding_difference":
-            return arithmetic.main_embedding_difference(embedding)
-        raise ValueError(f"unknown measure {name!r}")
-
-    def probe(self, model, data, hp, n):
-        p = self.shape["p"]
-        # A stable sort puts the held-out pairs (mask 0) first, each part in table order.
-        pairs = jnp.argsort(data["train"], stable=True)[:n]
-        f = self.forward(model, hp, pairs // p, pairs % p)
-        if "f0" in data:
-            f = f - data["f0"][pairs]
-        targets = jax.nn.one_hot(data["label"][pairs], p, dtype=f.dtype)
-        return hp["alpha"] * f, targets
+            return arithmetic.main_embedding_difference(self.embedding(model))
+        return super().measure(name, model, data, hp)
 
 
 def scales(shape: Shape) -> tuple[tuple[float, float], tuple[float, float]]:

@@ -82,8 +82,8 @@ std/mean of the token norms |E[i]| (:func:`arithmetic.embedding_uniformity`; 0 f
 uniform embeddings that weight decay favours, Gu et al. Theorem 3.5).
 
 Measure (recorded where a sweep names it): ``fourier_concentration``, the fraction of E's power
-in its ``FOURIER_K`` = 4 strongest nonzero frequencies along the token axis, summed over the
-d_model dimensions (:func:`arithmetic.fourier_concentration`; all p // 2 of them where p < 8).
+in its ``arithmetic.FOURIER_K`` = 4 strongest nonzero frequencies along the token axis, summed
+over the d_model dimensions (:func:`arithmetic.fourier_concentration`; all p // 2 of them where p < 8).
 Nanda et al.'s generalising embedding uses a handful of key frequencies.
 
 :meth:`Transformer.probe` returns the predictor and the one-hot targets on the first n held-out
@@ -116,17 +116,14 @@ from jax import Array, random
 
 from groksweep.params import Param, SpecError
 from groksweep.tasks import arithmetic
-from groksweep.tasks.base import Shape, Task, indexed_normal
-
-FOURIER_K = 4
-"""Frequencies counted by the ``fourier_concentration`` measure."""
+from groksweep.tasks.base import Shape, indexed_normal
 
 LAYER_NORMS = ("none", "pre")
 LAYER_NORM_NAMES = ("ln1", "ln2", "ln3")
 LN_EPS = 1e-5
 
 
-class Transformer(Task):
+class Transformer(arithmetic.ArithmeticTask):
     name = "transformer"
     params: ClassVar[dict[str, Param]] = {
         **arithmetic.ARITHMETIC_PARAMS,
@@ -159,9 +156,6 @@ class Transformer(Task):
         "med": (),
         "embedding_uniformity": (),
     }
-    measures: ClassVar[dict[str, tuple[str, ...]]] = {"fourier_concentration": ()}
-    # Runs of one seed with equal frac and op share their split and labels.
-    shared_by = ("frac", "op")
 
     def resolve(self, values: dict[str, Any], given: set[str]) -> dict[str, Any]:
         if values["d_model"] % values["n_heads"]:
@@ -179,14 +173,6 @@ class Transformer(Task):
         # Kept as raw key data so that the traced frac can cut the split in share.
         return draws | {"split_key": random.key_data(random.fold_in(key, 0))}
 
-    def share(self, draws, hp, shape):
-        split_key = random.wrap_key_data(draws["split_key"])
-        p, dtype = shape["p"], draws["W_E"].dtype
-        return {
-            "train": arithmetic.train_mask(split_key, shape["split"], hp["frac"], p, dtype),
-            "label": arithmetic.labels(hp["op"], p),
-        }
-
     def setup(self, data, hp, shape):
         model = {
             name: hp["init_scale"] * std * data[name] for name, (_, std) in matrices(shape).items()
@@ -200,10 +186,10 @@ class Transformer(Task):
                     f"{name}_g": jnp.ones(d_model, dtype),
                     f"{name}_b": jnp.zeros(d_model, dtype),
                 }
-        run = {"f0": self.forward(model)} if shape["predictor"] == "centred" else {}
+        run = {"f0": self.forward(model, hp, None)} if shape["predictor"] == "centred" else {}
         return model, run
 
-    def forward(self, model, pairs: Array | None = None) -> Array:
+    def forward(self, model, hp, pairs):
         """f(theta), (examples, p): the logits at "=" for the pairs ``i = a p + b`` listed in
         ``pairs``, by default all p^2 in table order."""
         p, heads = self.shape["p"], self.shape["n_heads"]
@@ -239,41 +225,15 @@ class Transformer(Task):
         scaled = centred / jnp.sqrt(jnp.mean(centred**2, axis=-1, keepdims=True) + LN_EPS)
         return scaled * model[f"{name}_g"] + model[f"{name}_b"]
 
-    def predict(self, model, data, hp, pairs: Array | None = None) -> Array:
-        """The predictor on ``pairs`` (default: all p^2 pairs), (examples, p)."""
-        f = self.forward(model, pairs)
-        if "f0" in data:
-            f = f - (data["f0"] if pairs is None else data["f0"][pairs])
-        return hp["alpha"] * f
-
-    def objective(self, model, data, hp):
-        out = self.predict(model, data, hp)
-        return arithmetic.training_loss(self.shape["loss"], out, data["label"], data["train"])
+    def embedding(self, model):
+        return model["W_E"][: self.shape["p"]]
 
     def evaluate(self, model, data, hp, eps):
-        out = self.predict(model, data, hp)
-        metrics = arithmetic.classification_metrics(
-            self.shape["loss"], out, data["label"], data["train"]
-        )
-        embedding = model["W_E"][: self.shape["p"]]
-        return metrics | {
-            "weight_norm": jnp.sqrt(sum(jnp.sum(w**2) for w in model.values())),
+        embedding = self.embedding(model)
+        return super().evaluate(model, data, hp, eps) | {
             "med": arithmetic.main_embedding_difference(embedding),
             "embedding_uniformity": arithmetic.embedding_uniformity(embedding),
         }
-
-    def measure(self, name, model, data, hp):
-        if name == "fourier_concentration":
-            p = self.shape["p"]
-            # p < 8 has fewer than FOURIER_K nonzero frequencies: all of them count.
-            return arithmetic.fourier_concentration(model["W_E"][:p], min(FOURIER_K, p // 2))
-        raise ValueError(f"unknown measure {name!r}")
-
-    def probe(self, model, data, hp, n):
-        # A stable sort puts the held-out pairs (mask 0) first, each part in table order.
-        pairs = jnp.argsort(data["train"], stable=True)[:n]
-        outputs = self.predict(model, data, hp, pairs)
-        return outputs, jax.nn.one_hot(data["label"][pairs], self.shape["p"], dtype=outputs.dtype)
 
 
 def matrices(shape: Shape) -> dict[str, tuple[tuple[int, int], float]]:
