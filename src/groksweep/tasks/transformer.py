@@ -83,7 +83,8 @@ uniform embeddings that weight decay favours, Gu et al. Theorem 3.5).
 
 Measure (recorded where a sweep names it): ``fourier_concentration``, the fraction of E's power
 in its ``arithmetic.FOURIER_K`` = 4 strongest nonzero frequencies along the token axis, summed
-over the d_model dimensions (:func:`arithmetic.fourier_concentration`; all p // 2 of them where p < 8).
+over the d_model dimensions (:func:`arithmetic.fourier_concentration`; all p // 2 of them where
+p < 8).
 Nanda et al.'s generalising embedding uses a handful of key frequencies.
 
 :meth:`Transformer.probe` returns the predictor and the one-hot targets on the first n held-out
