@@ -351,3 +351,11 @@ def test_a_small_transformer_groks(seed):
     assert t_test > 3 * t_train, (t_train, t_test)  # NaN (never reached) fails too
     # At the train-accuracy time the test accuracy is still far from the level.
     assert ds.test_acc.interp(time=t_train).item() < 0.85
+
+
+def test_optimizer_defaults_are_nandas_and_other_tasks_keep_the_engines():
+    run = gs.Sweep("transformer", params={"p": 7, "d_model": 8, "d_mlp": 8, "n_heads": 2}).runs()[0]
+    assert (run["optimizer"], run["lr"], run["gamma"], run["beta1"], run["beta2"]) == (
+        "adamw", 1e-3, 1.0, 0.9, 0.98)
+    run = gs.Sweep("modular_mlp").runs()[0]
+    assert (run["optimizer"], run["lr"], run["gamma"], run["beta2"]) == ("gd", 0.01, 0.0, 0.999)

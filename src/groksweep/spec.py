@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +153,10 @@ def declared_params(task: Task) -> dict[str, Param]:
         "dtype": DTYPE,
         "method": METHOD,
         "precision": PRECISION,
-        **OPTIMIZER_PARAMS,
+        **{
+            name: replace(param, default=task.optimizer_defaults.get(name, param.default))
+            for name, param in OPTIMIZER_PARAMS.items()
+        },
         **MEASURE_PARAMS,
         **task.params,
     }

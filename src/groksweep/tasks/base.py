@@ -50,6 +50,9 @@ class Task:
     shared_by: ClassVar[tuple[str, ...]] = ()
     """Parameters whose values (with the seed) fix the data :meth:`share` derives; runs that
     agree on them form a family and step together as one matrix-matrix product."""
+    optimizer_defaults: ClassVar[dict[str, Any]] = {}
+    """The task's own defaults for the optimizer parameters (optimizer, lr, gamma, betas), where
+    its classic setting differs from the engine's full-batch gd at lr 0.01."""
     methods: ClassVar[tuple[str, ...]] = ("step",)
     """Ways to advance a run: ``step`` (gradient steps) and, where implemented, ``spectral``
     (:meth:`jump`, exact closed-form advance for gradient descent)."""

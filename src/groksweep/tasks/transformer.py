@@ -61,10 +61,9 @@ alpha         traced   1                output scale of the predictor (lazy: lar
 init_scale    traced   1                multiplier of the initial weight matrices
 ============  =======  ===============  ======================================================
 
-The optimizer is the engine's, whose defaults (gd, lr 0.01, no weight decay) are *not*
-Nanda's: set ``optimizer = "adamw"``, ``lr = 1e-3``, ``gamma = 1`` (decoupled weight decay)
-and ``beta2 = 0.98`` in the sweep (beta1 0.9 is the default), as sweeps/transformer_p113.toml
-does. Training is full batch. Kumar et al. keep the time scale fixed across alpha with
+The optimizer defaults to Nanda's: ``optimizer = "adamw"``, ``lr = 1e-3``, ``gamma = 1``
+(decoupled weight decay), ``beta1 = 0.9``, ``beta2 = 0.98`` (the engine's defaults for the other
+tasks are gd at lr 0.01 without weight decay). Training is full batch. Kumar et al. keep the time scale fixed across alpha with
 lr = eta_0 / alpha^2 for gradient descent; Adam's steps do not scale with the gradient, so
 with AdamW alpha acts through the output scale alone.
 
@@ -156,6 +155,14 @@ class Transformer(arithmetic.ArithmeticTask):
         "weight_norm": (),
         "med": (),
         "embedding_uniformity": (),
+    }
+
+    # Nanda et al.'s optimizer: full-batch AdamW, lr 1e-3, weight decay 1, betas (0.9, 0.98).
+    optimizer_defaults: ClassVar[dict[str, Any]] = {
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "gamma": 1.0,
+        "beta2": 0.98,
     }
 
     def resolve(self, values: dict[str, Any], given: set[str]) -> dict[str, Any]:
