@@ -63,9 +63,10 @@ init_scale    traced   1                multiplier of the initial weight matrice
 
 The optimizer defaults to Nanda's: ``optimizer = "adamw"``, ``lr = 1e-3``, ``gamma = 1``
 (decoupled weight decay), ``beta1 = 0.9``, ``beta2 = 0.98`` (the engine's defaults for the other
-tasks are gd at lr 0.01 without weight decay). Training is full batch. Kumar et al. keep the time scale fixed across alpha with
-lr = eta_0 / alpha^2 for gradient descent; Adam's steps do not scale with the gradient, so
-with AdamW alpha acts through the output scale alone.
+tasks are gd at lr 0.01 without weight decay). Training is full batch. Kumar et al. keep the
+time scale fixed across alpha with lr = eta_0 / alpha^2 for gradient descent; Adam's steps do
+not scale with the gradient, so with AdamW the predictor moves ~ alpha lr per step
+(sweeps/transformer_alpha.py pairs lr = lr_0 / alpha).
 
 Data, losses and splits come from :mod:`groksweep.tasks.arithmetic`. The split and the initial
 weights depend only on the seed and the static shapes (the split also on frac, the weights on
