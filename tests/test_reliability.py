@@ -129,3 +129,33 @@ def test_sigint_stops_after_a_saved_chunk_and_resume_finishes(tmp_path, uninterr
     assert not (out / "results.nc").exists()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert_same_results(out / "results.nc", uninterrupted)
+
+
+def test_a_disk_that_fills_up_mid_sweep_loses_nothing_and_resumes(tmp_path, uninterrupted, capsys,
+                                                                  monkeypatch):
+    """The third chunk's write fails with ENOSPC (a full disk): exit code 1 and one line naming
+    it, the two chunks written before stay valid, nothing half-written is left or read back, no
+    results.nc appears; with space again, the same command finishes identically."""
+    import errno
+
+    from groksweep import store
+
+    real_fsync, calls = os.fsync, []
+
+    def fsync_until_full(fd):
+        calls.append(fd)
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    spec, out = write_spec(tmp_path), tmp_path / "out"
+    args = ["run", str(spec), "--out", str(out), "--quiet", "--chunk-size", "8"]
+    monkeypatch.setattr(store.os, "fsync", fsync_until_full)
+    assert main(args) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    chunks = ChunkStore(out / "chunks", "")
+    assert chunks.count() == 2 and not list((out / "chunks").glob(".*.tmp"))
+    assert not (out / "results.nc").exists()
+    monkeypatch.setattr(store.os, "fsync", real_fsync)
+    assert main(args) == 0
+    assert_same_results(out / "results.nc", uninterrupted)
