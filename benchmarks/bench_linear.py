@@ -68,22 +68,18 @@ def bytes_per_run_step() -> float:
 
 
 # --- contenders, each run in a subprocess -----------------------------------------------------
+def first_and_steady(program, runs: int, steps: int) -> dict:
+    """Time ``program`` twice: the second call is the steady time, the difference compilation."""
+    first, steady = _timed(program), _timed(program)
+    return {"runs": runs, "steps": steps, "seconds": steady, "compile_s": first - steady}
+
+
 def groksweep_contender(quick: bool, method: str, share_data: bool = True, sweep=None) -> dict:
     import groksweep as gs
 
     sweep = gs.Sweep.from_dict(sweep or spec(quick, method=method))
-    start = time.perf_counter()
-    gs.run(sweep, progress=False, share_data=share_data)
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    gs.run(sweep, progress=False, share_data=share_data)
-    steady = time.perf_counter() - start
-    return {
-        "runs": sweep.n_runs,
-        "steps": sweep.steps,
-        "seconds": steady,
-        "compile_s": first - steady,
-    }
+    program = lambda: gs.run(sweep, progress=False, share_data=share_data)  # noqa: E731
+    return first_and_steady(program, sweep.n_runs, sweep.steps)
 
 
 def bare_contender(quick: bool, seeds_per_call: int | None = None) -> dict:
@@ -135,18 +131,7 @@ def bare_contender(quick: bool, seeds_per_call: int | None = None) -> dict:
             part = slice(i, i + step)
             jax.block_until_ready(compiled(x[part], x_test[part], t[part], s0[part], n_train))
 
-    start = time.perf_counter()
-    program()
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    program()
-    steady = time.perf_counter() - start
-    return {
-        "runs": len(seeds) * len(LAMS),
-        "steps": steps,
-        "seconds": steady,
-        "compile_s": first - steady,
-    }
+    return first_and_steady(program, len(seeds) * len(LAMS), steps)
 
 
 def jax_loop_contender(quick: bool) -> dict:
@@ -318,13 +303,7 @@ def mlp_bare_contender(quick: bool) -> dict:
             compiled(data["x"], data["x_test"], data["teacher"], data["student"], gamma)
         )
 
-    start = time.perf_counter()
-    program()
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    program()
-    steady = time.perf_counter() - start
-    return {"runs": runs, "steps": steps, "seconds": steady, "compile_s": first - steady}
+    return first_and_steady(program, runs, steps)
 
 
 def mlp_torch_contender(quick: bool) -> dict:

@@ -107,10 +107,10 @@ def ntk_alignment(
     """y^T K y / (|K|_F |y|^2) for the empirical tangent kernel K on ``n`` probe inputs."""
 
     def outputs(m):
-        return task.probe(m, data, hp, n)[0].ravel()
+        out, targets = task.probe(m, data, hp, n)
+        return out.ravel(), targets.ravel()
 
-    targets = task.probe(model, data, hp, n)[1].ravel()
-    jacobian = jax.jacrev(outputs)(model)
+    jacobian, targets = jax.jacrev(outputs, has_aux=True)(model)
     rows = jnp.concatenate(
         [leaf.reshape(targets.size, -1) for leaf in jax.tree.leaves(jacobian)], axis=1
     )

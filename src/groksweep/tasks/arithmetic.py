@@ -168,6 +168,7 @@ class ArithmeticTask(Task):
     """
 
     shared_by = ("frac", "op")
+    metrics = CLASSIFICATION_METRICS | {"weight_norm": ()}
     measures: ClassVar[dict[str, tuple[str, ...]]] = {"fourier_concentration": ()}
 
     def forward(self, model: PyTree, hp: Mapping[str, Array], pairs: Array | None) -> Array:

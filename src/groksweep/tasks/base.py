@@ -183,6 +183,19 @@ def resolve_n_train(values: dict[str, Any], given: set[str]) -> dict[str, Any]:
     return values
 
 
+OUTPUT_SCALE_PARAMS: dict[str, Param] = {
+    "predictor": Param(
+        str, "centred", "static",
+        "centred: alpha (f(x) - f(x; theta_0)); plain: alpha f(x)",
+        choices=("centred", "plain"),
+    ),
+    "alpha": Param(float, 1.0, "traced", "output scale of the predictor (lazy: large)", gt=0),
+    "init_scale": Param(float, 1.0, "traced", "multiplier of the initial (student) weights", gt=0),
+}
+"""Kumar et al.'s output scale (App. 8.1) of the network tasks: the centred or plain predictor,
+its scale alpha and the initial-weight multiplier."""
+
+
 INPUT_PARAMS: dict[str, Param] = {
     "input_spectrum": Param(
         str, "identity", "static",

@@ -129,6 +129,7 @@ from groksweep.params import Param
 from groksweep.tasks.base import (
     DEFAULT_LAM,
     INPUT_PARAMS,
+    OUTPUT_SCALE_PARAMS,
     REGRESSION_METRICS,
     Shape,
     Task,
@@ -159,17 +160,11 @@ class MLPTeacherStudent(Task):
             "weight init: levi N(0, 1/(2 fan_in fan_out)) or standard N(0, 1/fan_in)",
             choices=("levi", "standard"),
         ),
-        "predictor": Param(
-            str, "centred", "static",
-            "centred: alpha (f(x) - f(x; theta_0)); plain: alpha f(x)",
-            choices=("centred", "plain"),
-        ),
+        **OUTPUT_SCALE_PARAMS,
         "n_test": Param(int, 2_000, "static", "test inputs per seed", ge=1),
         "lam": Param(float, None, "alias", f"d_in / N_tr (default {DEFAULT_LAM})", gt=0),
         "n_train": Param(int, None, "padded", "training samples N_tr (instead of lam)", ge=1),
         "d_out": Param(int, 1, "padded", "output dimension", ge=1),
-        "alpha": Param(float, 1.0, "traced", "output scale of the predictor (lazy: large)", gt=0),
-        "init_scale": Param(float, 1.0, "traced", "scale of the student's initial weights", gt=0),
         "noise": Param(float, 0.0, "traced", "std of training-label noise", ge=0),
         **INPUT_PARAMS,
     }

@@ -99,7 +99,7 @@ from jax import Array, random
 
 from groksweep.params import Param
 from groksweep.tasks import arithmetic
-from groksweep.tasks.base import Shape, indexed_normal
+from groksweep.tasks.base import OUTPUT_SCALE_PARAMS, Shape, indexed_normal
 
 ACTIVATIONS = ("square", "relu", "quadratic")
 PARAMETRISATIONS = ("mean_field", "standard")
@@ -126,20 +126,11 @@ class ModularMLP(arithmetic.ArithmeticTask):
             "mean_field: N(0,1) weights, W1/sqrt(d_in), W2/d_h; standard: N(0, 1/fan_in)",
             choices=PARAMETRISATIONS,
         ),
-        "predictor": Param(
-            str,
-            "centred",
-            "static",
-            "centred: alpha (f(x) - f(x; theta_0)); plain: alpha f(x)",
-            choices=("centred", "plain"),
-        ),
-        "alpha": Param(float, 1.0, "traced", "output scale of the predictor (lazy: large)", gt=0),
-        "init_scale": Param(float, 1.0, "traced", "multiplier of the initial weights", gt=0),
+        **OUTPUT_SCALE_PARAMS,
         "eps_align": Param(
             float, 1.0, "traced", "quadratic coefficient of the quadratic activation", ge=0
         ),
     }
-    metrics = arithmetic.CLASSIFICATION_METRICS | {"weight_norm": ()}
     measures: ClassVar[dict[str, tuple[str, ...]]] = arithmetic.ArithmeticTask.measures | {
         "neuron_fourier_concentration": (),
         "embedding_difference": (),

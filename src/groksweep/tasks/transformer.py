@@ -117,7 +117,7 @@ from jax import Array, random
 
 from groksweep.params import Param, SpecError
 from groksweep.tasks import arithmetic
-from groksweep.tasks.base import Shape, indexed_normal
+from groksweep.tasks.base import OUTPUT_SCALE_PARAMS, Shape, indexed_normal
 
 LAYER_NORMS = ("none", "pre")
 LAYER_NORM_NAMES = ("ln1", "ln2", "ln3")
@@ -142,21 +142,9 @@ class Transformer(arithmetic.ArithmeticTask):
             "none, or pre: LayerNorm before attention, MLP and unembedding",
             choices=LAYER_NORMS,
         ),
-        "predictor": Param(
-            str,
-            "centred",
-            "static",
-            "centred: alpha (f(x) - f(x; theta_0)); plain: alpha f(x)",
-            choices=("centred", "plain"),
-        ),
-        "alpha": Param(float, 1.0, "traced", "output scale of the predictor (lazy: large)", gt=0),
-        "init_scale": Param(float, 1.0, "traced", "multiplier of the initial weights", gt=0),
+        **OUTPUT_SCALE_PARAMS,
     }
-    metrics = arithmetic.CLASSIFICATION_METRICS | {
-        "weight_norm": (),
-        "med": (),
-        "embedding_uniformity": (),
-    }
+    metrics = arithmetic.ArithmeticTask.metrics | {"med": (), "embedding_uniformity": ()}
 
     # Nanda et al.'s optimizer: full-batch AdamW, lr 1e-3, weight decay 1, betas (0.9, 0.98).
     optimizer_defaults: ClassVar[dict[str, Any]] = {
