@@ -201,21 +201,22 @@ def test_memory_budget_splits_groups_and_refuses_what_cannot_fit():
     spec = sweep(GRID, steps=30, log_points=5)
     whole = gs.run(spec, progress=False)
     task = get_task("linear")
-    split, groups_per_chunk = chunked(task, plan(task, spec.runs())[0], 6, 2, 4e4, None)
+    split, groups_per_chunk, _ = chunked(task, plan(task, spec.runs())[0], 6, 2, 1.5e5, None)
     assert split.run_index.shape == (8, 1, 4) and groups_per_chunk == 1  # was (2, 2, 8)
-    small = gs.run(spec, progress=False, memory_budget=4e4)
+    small = gs.run(spec, progress=False, memory_budget=1.5e5)
     for name in METRICS:
         np.testing.assert_allclose(small[name].values, whole[name].values, rtol=1e-5, atol=1e-9)
     with pytest.raises(gs.SpecError, match="over the memory budget"):
-        gs.run(spec, progress=False, memory_budget=1e4)
+        gs.run(spec, progress=False, memory_budget=3e4)
 
 
 def test_divergent_runs_are_flagged_and_isolated():
-    # lr = 2 makes gradient descent on this Gram matrix blow up; the other runs must not notice.
+    # lr = 2 makes gradient descent on this Gram matrix blow up; the other runs must not notice:
+    # they equal, bit for bit, the runs of the same batch with a stable lr in its place.
     axes = {"lr": [0.01, 2.0, 0.05], "seed": [0, 1]}
     both = gs.run(sweep(axes, method="step", steps=2000, log_points=20), progress=False)
-    alone = gs.run(
-        sweep({"lr": [0.01, 0.05], "seed": [0, 1]}, method="step", steps=2000, log_points=20),
+    stable = gs.run(
+        sweep({"lr": [0.01, 0.02, 0.05], "seed": [0, 1]}, method="step", steps=2000, log_points=20),
         progress=False,
     )
     assert both.diverged.sel(lr=2.0).all() and not both.diverged.sel(lr=[0.01, 0.05]).any()
@@ -225,7 +226,9 @@ def test_divergent_runs_are_flagged_and_isolated():
     assert loss.where(both.time >= at).isnull().all()  # NaN from the divergence on...
     assert np.isfinite(loss.where(both.time < at, 0.0)).all()  # ...finite before it
     for name in METRICS:
-        np.testing.assert_array_equal(both[name].sel(lr=[0.01, 0.05]).values, alone[name].values)
+        np.testing.assert_array_equal(
+            both[name].sel(lr=[0.01, 0.05]).values, stable[name].sel(lr=[0.01, 0.05]).values
+        )
     phase = gs.grokking_time(both)
     assert phase.diverged.sel(lr=2.0).all()
     assert not phase.test_censored.sel(lr=2.0).any() and not phase.train_censored.sel(lr=2.0).any()

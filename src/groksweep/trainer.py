@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -52,16 +53,18 @@ def train(
     eps: np.ndarray,
     on_segment: Callable[[int], None] | None = None,
     measures: tuple[str, ...] = (),
+    block: int = 1,
 ) -> dict[str, np.ndarray]:
     """Train every run of ``bucket``; each metric comes back as
     (groups, families, slots, time, ...), and ``diverged_at`` as (groups, families, slots): the
     first evaluation step at which the run's loss or weights were not finite, -1 for runs that
     did not diverge.
 
-    ``times`` are the evaluation steps, starting at 0. ``on_segment(steps)`` is called from the
-    running program after each segment with the number of steps it took. The number of groups
-    must be a multiple of the number of local devices (see :func:`device_count`). ``measures``
-    names the progress measures (:mod:`groksweep.measures`) recorded beside the task's metrics.
+    ``times`` are the evaluation steps, starting at 0; ``block`` of them are evaluated at once
+    (see :func:`groksweep.engine.chunked`). ``on_segment(steps)`` is called from the running
+    program after each block with the number of steps it took. The number of groups must be a
+    multiple of the number of local devices (see :func:`device_count`). ``measures`` names the
+    progress measures (:mod:`groksweep.measures`) recorded beside the task's metrics.
     """
     shape = dict(bucket.shape)
     float64 = shape["dtype"] == "float64"
@@ -73,18 +76,23 @@ def train(
             name: jax.device_put(_hparam_array(task, name, values, dtype), by_group)
             for name, values in bucket.hparams.items()
         }
-        segments = jnp.asarray(np.diff(times), dtype=jnp.int32)
+        # After time 0, blocks of log points; the last is filled up by repeating the final
+        # step, evaluated and dropped.
+        later = times[1:]
+        blocks = -(-len(later) // block)
+        targets = np.concatenate([later, np.full(blocks * block - len(later), later[-1])])
+        targets = jnp.asarray(targets.reshape(blocks, block), jnp.int32)
         program = _program(task.name, bucket.shape, on_segment is not None, tuple(measures))
         _segment_hook.append(on_segment or (lambda steps: None))
         try:
             # JAX computes float32 products in TF32 on recent GPUs unless told otherwise.
             with jax.default_matmul_precision(shape["precision"]):
                 metrics, diverged_at = jax.device_get(
-                    program(seeds, hparams, segments, jnp.asarray(eps, dtype))
+                    program(seeds, hparams, targets, jnp.asarray(eps, dtype))
                 )
         finally:
             _segment_hook.pop()
-    out = {name: np.moveaxis(np.asarray(value), 0, 3) for name, value in metrics.items()}
+    out = {name: np.moveaxis(value[: len(times)], 0, 3) for name, value in metrics.items()}
     return out | {"diverged_at": np.asarray(diverged_at)}
 
 
@@ -93,11 +101,24 @@ def device_count() -> int:
     return jax.local_device_count()
 
 
+class StateBytes(NamedTuple):
+    """Memory a bucket's program holds, from the shapes it would produce."""
+
+    per_group: int
+    """the seed's draws"""
+    per_family: int
+    """the family's shared data"""
+    per_run: int
+    """model, optimizer state, run constants and the recorded metrics of every log point"""
+    per_evaluation: int
+    """the intermediate values of one run's evaluation at one log point (an upper bound: the
+    sum over the unfused program), held once per log point of an evaluation block"""
+
+
 def state_bytes(
     task: Task, bucket: Bucket, n_times: int, n_eps: int, measures: tuple[str, ...] = ()
-) -> tuple[int, int, int]:
-    """Bytes held per group (draws), per family (shared data) and per run (model, optimizer
-    state, run constants, recorded metrics), from the shapes the program would produce."""
+) -> StateBytes:
+    """The bytes of :class:`StateBytes` for ``bucket``; nothing is compiled."""
     shape = dict(bucket.shape)
     task = task.bind(shape)
     float64 = shape["dtype"] == "float64"
@@ -112,12 +133,29 @@ def state_bytes(
         setup = functools.partial(_setup, task, shape, measures)
         state = jax.eval_shape(setup, {**draws, **shared}, hp)
         eps = jax.ShapeDtypeStruct((n_eps,), dtype)
-        metrics = jax.eval_shape(
-            lambda d, s, e: _evaluate(task, measures, d, s, e), {**draws, **shared}, state, eps
-        )
-    size = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
+        evaluation, metrics = jax.make_jaxpr(
+            functools.partial(_evaluate, task, measures), return_shape=True
+        )({**draws, **shared}, state, eps)
     # Two copies of the state live across a step (old and new); metrics stack over time.
-    return size(draws), size(shared), 2 * size(state) + n_times * size(metrics)
+    per_run = 2 * _bytes(state) + n_times * _bytes(metrics)
+    return StateBytes(_bytes(draws), _bytes(shared), per_run, _jaxpr_bytes(evaluation.jaxpr))
+
+
+def _bytes(tree: Any) -> int:
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def _jaxpr_bytes(jaxpr: jax.extend.core.Jaxpr) -> int:
+    """Bytes of every value a jaxpr computes, inner jaxprs (jit, custom derivatives) included."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        total += _bytes([v.aval for v in eqn.outvars if hasattr(v.aval, "dtype")])
+        for param in eqn.params.values():
+            if isinstance(param, jax.extend.core.ClosedJaxpr):
+                total += _jaxpr_bytes(param.jaxpr)
+            elif isinstance(param, jax.extend.core.Jaxpr):
+                total += _jaxpr_bytes(param)
+    return total
 
 
 def _is_int(task: Task, name: str) -> bool:
@@ -202,7 +240,7 @@ def _program(
 
     evaluate = functools.partial(_evaluate, task, measures)
 
-    def program(seeds, hparams, segments, eps):
+    def program(seeds, hparams, targets, eps):
         global _traces
         _traces += 1
         dtype = eps.dtype
@@ -212,32 +250,44 @@ def _program(
         families = hparams["lr"].shape[1]  # explicit: a task may share by no parameter
         shared = jax.vmap(jax.vmap(share, in_axes=(None, 0), axis_size=families))(draws, family_hp)
         state = _per_run(functools.partial(_setup, task, shape, measures))(draws, shared, hparams)
-        state["diverged_at"] = jnp.full(seeds.shape + hparams["lr"].shape[1:], -1, jnp.int32)
 
-        def observe(state, step):
-            """Metrics at ``step``; a run whose loss or weights stopped being finite is marked
-            diverged at its first such evaluation and reports NaN from then on."""
+        def advance_to(carry, target):
+            state, step = carry
+            state = _per_run(advance)(draws, shared, state, target - step)
+            return (state, target), state["model"]
+
+        def observe(state, model):
+            """Metrics of one log point, and whether the run's loss and weights are finite."""
+            state = state | {"model": model}
             metrics = _per_run(evaluate)(draws, shared, state, eps)
             finite = _per_run(_finite)(draws, shared, state) & jnp.isfinite(metrics["train_loss"])
-            diverged_at = jnp.where(
-                ~finite & (state["diverged_at"] < 0), step, state["diverged_at"]
-            )
-            gone = diverged_at >= 0
-            metrics = jax.tree.map(lambda m: jnp.where(_expand(gone, m), jnp.nan, m), metrics)
-            return state | {"diverged_at": diverged_at}, metrics
+            return metrics, finite
 
-        def segment(carry, n_steps):
-            state, step = carry
-            state = _per_run(advance)(draws, shared, state, n_steps)
+        def block(carry, targets):
+            """Advance through a block of log points, then evaluate them all at once: the
+            evaluations of a block batch into matrix products ``block`` times wider."""
+            start = carry[1]
+            carry, models = lax.scan(advance_to, carry, targets)
             if report:
-                jax.debug.callback(_report_segment, n_steps)
-            state, metrics = observe(state, step + n_steps)
-            return (state, step + n_steps), metrics
+                jax.debug.callback(_report_segment, targets[-1] - start)
+            return carry, jax.vmap(functools.partial(observe, carry[0]))(models)
 
-        state, initial = observe(state, 0)
-        (state, _), later = lax.scan(segment, (state, jnp.int32(0)), segments)
-        metrics = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), initial, later)
-        return metrics, state["diverged_at"]
+        # Time 0 beside setup, where XLA computes both alike: a centred predictor is then
+        # exactly 0, not rounding noise (which would break its argmax ties).
+        initial = observe(state, state["model"])
+        _, later = lax.scan(block, (state, jnp.int32(0)), targets)
+        flat = lambda a: a.reshape(-1, *a.shape[2:])  # noqa: E731
+        metrics, finite = jax.tree.map(
+            lambda a, b: jnp.concatenate([a[None], flat(b)]), initial, later
+        )
+        # A run is diverged from its first evaluation with non-finite loss or weights on.
+        times = jnp.concatenate([jnp.zeros(1, targets.dtype), targets.ravel()])
+        index = jnp.arange(len(times)).reshape(-1, 1, 1, 1)
+        first = jnp.min(jnp.where(finite, len(times), index), axis=0)
+        diverged_at = jnp.where(first < len(times), times[jnp.minimum(first, len(times) - 1)], -1)
+        gone = index >= first
+        metrics = jax.tree.map(lambda m: jnp.where(_expand(gone, m), jnp.nan, m), metrics)
+        return metrics, diverged_at
 
     return jax.jit(program)
 

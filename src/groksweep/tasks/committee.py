@@ -110,7 +110,7 @@ import jax.numpy as jnp
 from jax import Array, random
 
 from groksweep.params import Param
-from groksweep.tasks.base import REGRESSION_METRICS, Shape, Task, indexed_normal
+from groksweep.tasks.base import REGRESSION_METRICS, Shape, Task, indexed_normal, sample_metrics
 
 DECOMPOSITION = ("variance_error", "misalignment_error", "linear_power")
 """The three terms of eq. 6, in the paper's order."""
@@ -174,17 +174,16 @@ class Committee(Task):
             (self.predict(model, data, hp, role) - data[f"y_{role}"]) ** 2
             for role in ("train", "test")
         )
-        n = jnp.sum(rows)
         w0 = initial_weights(data, hp)
         norm0 = jnp.sqrt(jnp.sum(w0**2))
-        return {
-            "train_loss": jnp.sum(train_err * rows) / n,
-            "test_loss": jnp.mean(test_err),
-            "train_acc": (rows @ (train_err[:, None] < eps).astype(rows.dtype)) / n,
-            "test_acc": jnp.mean((test_err[:, None] < eps).astype(rows.dtype), axis=0),
-            "weight_norm": jnp.sqrt(jnp.sum(model**2)),
-            "param_change": jnp.sqrt(jnp.sum((model - w0) ** 2)) / norm0,
-        } | loss_decomposition(model, w0, data["beta"], hp["alpha"], hp["eps_align"])
+        return (
+            sample_metrics(train_err, test_err, rows, eps)
+            | {
+                "weight_norm": jnp.sqrt(jnp.sum(model**2)),
+                "param_change": jnp.sqrt(jnp.sum((model - w0) ** 2)) / norm0,
+            }
+            | loss_decomposition(model, w0, data["beta"], hp["alpha"], hp["eps_align"])
+        )
 
     def probe(self, model, data, hp, n):
         test = {"x_test": data["x_test"][:n], "g0_test": data["g0_test"][:n]}

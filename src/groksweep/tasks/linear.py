@@ -46,6 +46,7 @@ from groksweep.tasks.base import (
     indexed_normal,
     input_draws,
     resolve_n_train,
+    sample_metrics,
 )
 
 
@@ -133,16 +134,10 @@ class Linear(Task):
     def evaluate(self, model, data, hp, eps):
         d = model - data["teacher"]
         d_out = hp["d_out"].astype(d.dtype)
-        rows = data["rows"]
         train_err = jnp.sum((data["x_train"] @ d - data["train_noise"]) ** 2, axis=1) / d_out
         test_err = jnp.sum((data["x_test"] @ d) ** 2, axis=1) / d_out
-        n = jnp.sum(rows)
-        return {
-            "train_loss": jnp.sum(train_err * rows) / n,
-            "test_loss": jnp.mean(test_err),
-            "train_acc": (rows @ (train_err[:, None] < eps).astype(d.dtype)) / n,
-            "test_acc": jnp.mean((test_err[:, None] < eps).astype(d.dtype), axis=0),
-            "weight_norm": jnp.sqrt(jnp.sum(model**2)),
+        return sample_metrics(train_err, test_err, data["rows"], eps) | {
+            "weight_norm": jnp.sqrt(jnp.sum(model**2))
         }
 
     def probe(self, model, data, hp, n):
@@ -160,4 +155,3 @@ def geometric_powers(q: Array, n: Array) -> tuple[Array, Array]:
     safe_q = jnp.where(q == 0, 1.0, q)
     total = jnp.where(small, -jnp.expm1(n_float * log_r) / safe_q, (1.0 - decay) / safe_q)
     return decay, jnp.where(q == 0, n_float, total)
-

@@ -137,6 +137,7 @@ from groksweep.tasks.base import (
     indexed_normal,
     input_draws,
     resolve_n_train,
+    sample_metrics,
 )
 
 ACTIVATIONS = {
@@ -247,13 +248,8 @@ class MLPTeacherStudent(Task):
             jnp.sum((self.predict(model, data, hp, role) - data[f"y_{role}"]) ** 2, axis=1) / d_out
             for role in ("train", "test")
         )
-        n = jnp.sum(rows)
-        return {
-            "train_loss": jnp.sum(train_err * rows) / n,
-            "test_loss": jnp.mean(test_err),
-            "train_acc": (rows @ (train_err[:, None] < eps).astype(rows.dtype)) / n,
-            "test_acc": jnp.mean((test_err[:, None] < eps).astype(rows.dtype), axis=0),
-            "weight_norm": jnp.sqrt(sum(jnp.sum(w**2) for w in model)),
+        return sample_metrics(train_err, test_err, rows, eps) | {
+            "weight_norm": jnp.sqrt(sum(jnp.sum(w**2) for w in model))
         }
 
 
