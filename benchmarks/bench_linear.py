@@ -56,6 +56,14 @@ def spec(quick: bool, **params) -> dict:
     )
 
 
+def evaluation_steps(steps: int, log_points: int) -> np.ndarray:
+    """The log points after step 0 at which groksweep evaluates, so that every contender
+    evaluates as often."""
+    from groksweep.spec import log_schedule
+
+    return log_schedule(steps, log_points)[1:]
+
+
 def flops_per_run_step() -> float:
     """Multiply-adds of one Gram-matrix step, times two."""
     return 2.0 * D_IN * D_IN * D_OUT
@@ -92,7 +100,7 @@ def bare_contender(quick: bool, seeds_per_call: int | None = None) -> dict:
     steps, seeds = s["steps"], s["axes"]["seed"]
     n_max = round(D_IN / min(LAMS))
     n_train = jnp.array([round(D_IN / lam) for lam in LAMS])
-    times = np.unique(np.round(np.geomspace(1, steps, LOG_POINTS)).astype(int))
+    times = evaluation_steps(steps, LOG_POINTS)
     segments = jnp.asarray(np.diff(np.concatenate([[0], times])), jnp.int32)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((len(seeds), n_max, D_IN)), jnp.float32)
@@ -140,7 +148,7 @@ def jax_loop_contender(quick: bool) -> dict:
     import jax.numpy as jnp
 
     steps = spec(quick)["steps"]
-    times = np.unique(np.round(np.geomspace(1, steps, LOG_POINTS)).astype(int))
+    times = evaluation_steps(steps, LOG_POINTS)
     rng = np.random.default_rng(0)
     x_test = jnp.asarray(rng.standard_normal((N_TEST, D_IN)), jnp.float32)
     lams = LAMS[:: 4 if quick else 2]
@@ -178,7 +186,7 @@ def torch_loop_contender(quick: bool) -> dict:
 
     torch.set_default_device("cuda" if torch.cuda.is_available() else "cpu")
     steps = spec(quick)["steps"] // (4 if quick else 2)  # a subset of steps; throughput is per step
-    times = set(np.unique(np.round(np.geomspace(1, steps, LOG_POINTS)).astype(int)).tolist())
+    times = set(evaluation_steps(steps, LOG_POINTS).tolist())
     lams = LAMS[:: 8 if quick else 4]
     x_test = torch.randn(N_TEST, D_IN)
     start = time.perf_counter()
@@ -277,7 +285,7 @@ def mlp_bare_contender(quick: bool) -> dict:
 
     s = mlp_sweep(quick)
     runs, steps = len(MLP_GAMMAS) * len(s["axes"]["seed"]), s["steps"]
-    times = np.unique(np.round(np.geomspace(1, steps, s["log_points"])).astype(int))
+    times = evaluation_steps(steps, s["log_points"])
     segments = jnp.asarray(np.diff(np.concatenate([[0], times])), jnp.int32)
     data = jax.tree.map(jnp.asarray, _mlp_data(np.random.default_rng(0), runs))
     gamma = jnp.asarray(np.repeat(MLP_GAMMAS, runs // len(MLP_GAMMAS)), jnp.float32)
@@ -314,7 +322,7 @@ def mlp_torch_contender(quick: bool) -> dict:
     torch.set_default_device("cuda" if torch.cuda.is_available() else "cpu")
     s = mlp_sweep(quick)
     steps = s["steps"] // 2  # a subset of steps; throughput is per step
-    times = set(np.unique(np.round(np.geomspace(1, steps, s["log_points"])).astype(int)).tolist())
+    times = set(evaluation_steps(steps, s["log_points"]).tolist())
     configs = MLP_GAMMAS
     start = time.perf_counter()
     for gamma in configs:

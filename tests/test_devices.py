@@ -1,7 +1,8 @@
 """The group axis is sharded over devices: results with 4 forced host devices, or 2 processes,
 are bitwise those of one device when every device computes chunks of the same shape (here one
-seed per chunk and device). Chunks of other shapes agree to float32 rounding only: XLA's CPU
-matrix products round differently for different batch shapes (docs/RELIABILITY.md)."""
+seed per chunk and device, or one run per device in reproducible mode). Chunks of other shapes
+agree to float32 rounding only: XLA's CPU matrix products round differently for different batch
+shapes (docs/RELIABILITY.md)."""
 
 import os
 import subprocess
@@ -23,21 +24,30 @@ SCRIPT = """
 import sys, jax, groksweep as gs
 from groksweep import results
 assert jax.local_device_count() == 4, jax.devices()
-results.save(gs.run(gs.Sweep.from_dict({spec!r}), progress=False, chunk_size=6), sys.argv[1])
+sweep = gs.Sweep.from_dict({spec!r})
+results.save(gs.run(sweep, progress=False, chunk_size=6), sys.argv[1])
+results.save(gs.run(sweep, progress=False, reproducible=True), sys.argv[2])
 """
 
 
 def test_four_host_devices_give_the_results_of_one(tmp_path):
-    path = tmp_path / "results.nc"
+    """With matched per-device chunks, and in reproducible mode (one run per device)."""
+    paths = [tmp_path / "results.nc", tmp_path / "reproducible.nc"]
     env = os.environ | {
         "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
         "JAX_PLATFORMS": "cpu",
     }
-    subprocess.run([sys.executable, "-c", SCRIPT.format(spec=SPEC), str(path)], env=env, check=True)
-    sharded = gs.results.load(path)
-    single = gs.run(gs.Sweep.from_dict(SPEC), progress=False, chunk_size=6)
-    for name in single.data_vars:
-        np.testing.assert_array_equal(sharded[name].values, single[name].values, err_msg=name)
+    command = [sys.executable, "-c", SCRIPT.format(spec=SPEC), *map(str, paths)]
+    subprocess.run(command, env=env, check=True)
+    sweep = gs.Sweep.from_dict(SPEC)
+    singles = [
+        gs.run(sweep, progress=False, chunk_size=6),
+        gs.run(sweep, progress=False, reproducible=True),
+    ]
+    for path, single in zip(paths, singles):
+        sharded = gs.results.load(path)
+        for name in single.data_vars:
+            np.testing.assert_array_equal(sharded[name].values, single[name].values, err_msg=name)
 
 
 def test_two_processes_share_the_chunks_and_give_the_results_of_one(tmp_path):

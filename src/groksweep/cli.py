@@ -76,6 +76,7 @@ def _run(args: argparse.Namespace) -> int:
                 progress=not args.quiet,
                 memory_budget=args.memory_budget,
                 chunk_size=args.chunk_size,
+                reproducible=args.reproducible,
                 store=store,
                 should_stop=stop.requested,
                 log=log,
@@ -198,6 +199,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="at most N runs per compiled call",
+    )
+    run.add_argument(
+        "--reproducible",
+        action="store_true",
+        help="train every run alone at its own shape: bitwise the same results whatever else "
+        "the sweep holds and however it is split (slower)",
     )
     run.add_argument(
         "--overwrite", action="store_true", help="replace the results of a different sweep in --out"

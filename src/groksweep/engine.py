@@ -36,6 +36,7 @@ def run(
     memory_budget: float | None = None,
     chunk_size: int | None = None,
     share_data: bool = True,
+    reproducible: bool = False,
     store: ChunkStore | None = None,
     should_stop: Callable[[], bool] | None = None,
     log: Callable[[str], None] | None = None,
@@ -51,6 +52,11 @@ def run(
     ``share_data=False`` steps every run alone instead of batching runs that share training
     data into matrix-matrix products (slower; kept as a reference). ``progress`` shows a bar
     counting run-steps.
+
+    ``reproducible=True`` trains every run alone, at its own unpadded shape, one run per device
+    at a time: each run's result is then bitwise the same whatever else the sweep holds, in
+    whatever order and on however many devices or processes. It gives up batching (and
+    ``chunk_size``), so it is slower, and it compiles once per distinct shape.
 
     With a ``store``, every finished chunk is saved, and chunks already in the store are read
     back instead of trained. ``should_stop()`` is asked before training each chunk; if it
@@ -69,9 +75,11 @@ def run(
         for name, dims in sweep.metrics.items()
     }
     diverged_at = np.full(sweep.n_runs, -1, dtype=np.int64)
+    if reproducible and chunk_size is not None:
+        raise SpecError("a reproducible sweep trains one run per device: give no chunk size")
     buckets = [
-        chunked(task, b, len(times), len(eps), budget, chunk_size, sweep.measures)
-        for b in plan(task, sweep.runs(), share_data)
+        chunked(task, b, len(times), len(eps), budget, chunk_size, sweep.measures, reproducible)
+        for b in plan(task, sweep.runs(), share_data and not reproducible, exact=reproducible)
     ]
     for i, (bucket, groups_per_chunk, block) in enumerate(buckets):
         log(
@@ -191,36 +199,47 @@ def chunked(
     budget: float,
     max_runs: int | None,
     measures: tuple[str, ...] = (),
+    alone: bool = False,
 ) -> Chunking:
     """Split ``bucket``'s groups until one fits ``budget`` and ``max_runs``, and choose how many
-    groups a chunk holds and how many log points it evaluates at once."""
+    groups a chunk holds and how many log points it evaluates at once. ``alone`` puts every run
+    in a group of its own and one group on each device, with a block that depends on the run
+    alone: the program a device runs is then the same wherever the run stands in the sweep."""
     sizes = trainer.state_bytes(task, bucket, n_times, n_eps, measures)
-    _, families, slots = bucket.run_index.shape
-    chunk_size_given = max_runs is not None
-    max_runs = max_runs or bucket.n_runs
+    devices = trainer.device_count()
 
     def group_bytes(f: int, s: int, block: int = 1) -> float:
         per_run = sizes.per_run + block * sizes.per_evaluation
         return sizes.per_group + f * sizes.per_family + f * s * per_run
 
+    def check_fits(block: int = 1) -> None:
+        if group_bytes(1, 1, block) > budget:
+            raise SpecError(
+                f"one run needs {group_bytes(1, 1, block) / 2**30:.2f} GiB, over the memory "
+                f"budget of {budget / 2**30:.2f} GiB"
+            )
+
+    if alone:
+        most = EVALUATION_BLOCK_BYTES // sizes.per_evaluation
+        block = _even(n_times - 1, max(1, min(MAX_BLOCK, n_times - 1, most)))
+        check_fits(block)
+        return Chunking(_regroup(bucket, 1, 1), devices, block)
+
+    _, families, slots = bucket.run_index.shape
+    chunk_size_given = max_runs is not None
+    max_runs = max_runs or bucket.n_runs
     while families > 1 and (group_bytes(families, slots) > budget or families * slots > max_runs):
         families = (families + 1) // 2
     while slots > 1 and (group_bytes(families, slots) > budget or families * slots > max_runs):
         slots = (slots + 1) // 2
-    if group_bytes(1, 1) > budget:
-        raise SpecError(
-            f"one run needs {group_bytes(1, 1) / 2**30:.2f} GiB, over the memory budget of "
-            f"{budget / 2**30:.2f} GiB"
-        )
-    if (families, slots) != bucket.run_index.shape[1:]:
-        bucket = bucket.split(families, slots)
+    check_fits()
+    bucket = _regroup(bucket, families, slots)
     fit = min(budget // group_bytes(families, slots), max_runs // (families * slots))
     if not chunk_size_given and jax.default_backend() == "cpu":
         # A CPU step streams every run's state and its family's data: a chunk whose working set
         # stays in cache runs several times faster than one that spills to memory.
         step_bytes = families * sizes.per_family + families * slots * sizes.per_run
         fit = min(fit, cache_bytes() // step_bytes)
-    devices = trainer.device_count()
     groups = min(max(int(fit), 1), bucket.n_groups)
     groups = _even(bucket.n_groups, max(devices, groups - groups % devices), devices)
     runs = groups * families * slots
@@ -231,6 +250,16 @@ def chunked(
         1 + (budget - groups * group_bytes(families, slots)) // (runs * sizes.per_evaluation),
     )
     return Chunking(bucket, groups, _even(n_times - 1, max(int(block), 1)))
+
+
+def _regroup(bucket: Bucket, families: int, slots: int) -> Bucket:
+    """``bucket`` in groups of at most ``families`` x ``slots`` runs, without groups that hold
+    only padding."""
+    if (families, slots) == bucket.run_index.shape[1:]:
+        return bucket
+    bucket = bucket.split(families, slots)
+    real = np.flatnonzero(bucket.valid.any(axis=(1, 2)))
+    return bucket.take_groups(real, np.ones(len(real), bool))
 
 
 def _even(total: int, most: int, multiple: int = 1) -> int:

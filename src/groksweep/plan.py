@@ -86,18 +86,24 @@ class Bucket:
         )
 
 
-def plan(task: Task, runs: Sequence[dict[str, Any]], share_data: bool = True) -> list[Bucket]:
+def plan(
+    task: Task, runs: Sequence[dict[str, Any]], share_data: bool = True, exact: bool = False
+) -> list[Bucket]:
     """Split ``runs`` (canonical values, grid order) into buckets, in order of first run.
 
     ``share_data=False`` gives every run a family of its own: the per-run path, kept as the
-    reference the shared path is measured and tested against.
+    reference the shared path is measured and tested against. ``exact=True`` pads nothing:
+    every value of a padded parameter gets a bucket of its own.
     """
     declared = declared_params(task)
     static = [n for n, p in declared.items() if p.role == "static"]
     padded = [n for n, p in declared.items() if p.role == "padded"]
     traced = [n for n, p in declared.items() if p.role == "traced"]
 
-    ranges = {n: _padding_ranges({r[n] for r in runs}, task.max_padding.get(n)) for n in padded}
+    ranges = {
+        n: _padding_ranges({r[n] for r in runs}, 1.0 if exact else task.max_padding.get(n))
+        for n in padded
+    }
     members: dict[tuple, list[int]] = defaultdict(list)
     for i, run in enumerate(runs):
         key = tuple(run[n] for n in static) + tuple(ranges[n][run[n]] for n in padded)
