@@ -76,9 +76,15 @@ def bytes_per_run_step() -> float:
 
 
 # --- contenders, each run in a subprocess -----------------------------------------------------
+STEADY_CALLS = 2
+
+
 def first_and_steady(program, runs: int, steps: int) -> dict:
-    """Time ``program`` twice: the second call is the steady time, the difference compilation."""
-    first, steady = _timed(program), _timed(program)
+    """Time ``program`` once, then ``STEADY_CALLS`` more times: the best of these is the steady
+    time (the least disturbed by other load on the machine), the first call's excess over it
+    compilation."""
+    first = _timed(program)
+    steady = min(_timed(program) for _ in range(STEADY_CALLS))
     return {"runs": runs, "steps": steps, "seconds": steady, "compile_s": first - steady}
 
 

@@ -117,11 +117,11 @@ def run(
                             "stopped before a new chunk; finished chunks are saved"
                         )
                     start = time.perf_counter()
-                    on_segment = (
+                    on_block = (
                         (lambda steps, c=chunk: bar.update(steps * c.n_runs)) if progress else None
                     )
                     metrics = trainer.train(
-                        task, chunk, times, eps, on_segment, sweep.measures, block
+                        task, chunk, times, eps, on_block, sweep.measures, block
                     )
                     if store:
                         store.save(key, metrics)

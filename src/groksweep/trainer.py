@@ -1,20 +1,24 @@
 """The compiled trainer: every run of a chunk, every step and every evaluation, in one program.
 
-The program for a bucket is ``jit`` of::
+A bucket's random draws are one small program, ``jit(vmap(task.sample))`` of the groups' seeds
+(once per group); the training program is ``jit`` of::
 
-    draws  = vmap(task.sample)(seed keys)             # once per group (seed)
     shared = vmap(vmap(task.share))(draws, ...)       # once per family (e.g. one N_tr)
     state  = per_run(setup)                           # model, optimizer state, run constants
-    scan over evaluation segments:
-        state   = per_run(advance n steps)            # fori_loop of gradient steps, or a jump
-        metrics = per_run(task.evaluate)
+    metrics at time 0 = per_run(task.evaluate)
+    scan over blocks of log points:
+        scan over the block's log points:
+            state = per_run(advance to the log point) # fori_loop of gradient steps, or a jump
+        metrics = vmap over the block(per_run(task.evaluate))
+    diverged_at = first log point with non-finite loss or weights
 
 ``per_run`` is the one place where single-run functions are batched: ``vmap`` over groups, over
 the families of a group, then over the runs of a family. A family's data enters the innermost
-map unbatched, which turns its runs' steps into one matrix-matrix product.
+map unbatched, which turns its runs' steps into one matrix-matrix product; evaluating a block of
+log points at once does the same for the evaluations of thin models.
 
-Hyperparameters and segment lengths are traced arrays, so new values of lr, gamma, alpha,
-noise, steps, ... reuse the compiled program; only a new shape (bucket, chunk size, number of
+Hyperparameters and log points are traced arrays, so new values of lr, gamma, alpha, noise,
+steps, ... reuse the compiled program; only a new shape (bucket, chunk size, block, number of
 log points or thresholds) compiles again. The group axis is sharded over all local devices.
 """
 
@@ -38,7 +42,7 @@ from groksweep.plan import Bucket
 from groksweep.tasks import Task, get_task
 
 _traces = 0
-_segment_hook: list[Callable[[int], None]] = []
+_block_hook: list[Callable[[int], None]] = []
 
 
 def trace_count() -> int:
@@ -51,7 +55,7 @@ def train(
     bucket: Bucket,
     times: np.ndarray,
     eps: np.ndarray,
-    on_segment: Callable[[int], None] | None = None,
+    on_block: Callable[[int], None] | None = None,
     measures: tuple[str, ...] = (),
     block: int = 1,
 ) -> dict[str, np.ndarray]:
@@ -61,7 +65,7 @@ def train(
     did not diverge.
 
     ``times`` are the evaluation steps, starting at 0; ``block`` of them are evaluated at once
-    (see :func:`groksweep.engine.chunked`). ``on_segment(steps)`` is called from the running
+    (see :func:`groksweep.engine.chunked`). ``on_block(steps)`` is called from the running
     program after each block with the number of steps it took. The number of groups must be a
     multiple of the number of local devices (see :func:`device_count`). ``measures`` names the
     progress measures (:mod:`groksweep.measures`) recorded beside the task's metrics.
@@ -71,7 +75,9 @@ def train(
     with jax.enable_x64(float64):
         dtype = jnp.float64 if float64 else jnp.float32
         by_group = NamedSharding(_mesh(), PartitionSpec("groups"))
-        seeds = jax.device_put(bucket.seeds, by_group)
+        # The draws come from a program of their own: inside the training program XLA would
+        # fuse their generation into each of their uses, drawing a family's data once per family.
+        draws = _sampler(task.name, bucket.shape)(jax.device_put(bucket.seeds, by_group))
         hparams = {
             name: jax.device_put(_hparam_array(task, name, values, dtype), by_group)
             for name, values in bucket.hparams.items()
@@ -82,16 +88,16 @@ def train(
         blocks = -(-len(later) // block)
         targets = np.concatenate([later, np.full(blocks * block - len(later), later[-1])])
         targets = jnp.asarray(targets.reshape(blocks, block), jnp.int32)
-        program = _program(task.name, bucket.shape, on_segment is not None, tuple(measures))
-        _segment_hook.append(on_segment or (lambda steps: None))
+        program = _program(task.name, bucket.shape, on_block is not None, tuple(measures))
+        _block_hook.append(on_block or (lambda steps: None))
         try:
             # JAX computes float32 products in TF32 on recent GPUs unless told otherwise.
             with jax.default_matmul_precision(shape["precision"]):
                 metrics, diverged_at = jax.device_get(
-                    program(seeds, hparams, targets, jnp.asarray(eps, dtype))
+                    program(draws, hparams, targets, jnp.asarray(eps, dtype))
                 )
         finally:
-            _segment_hook.pop()
+            _block_hook.pop()
     out = {name: np.moveaxis(value[: len(times)], 0, 3) for name, value in metrics.items()}
     return out | {"diverged_at": np.asarray(diverged_at)}
 
@@ -211,6 +217,15 @@ def _evaluate(task: Task, measures: tuple[str, ...], data: dict, state: dict, ep
 
 
 @functools.lru_cache(maxsize=None)
+def _sampler(task_name: str, shape_items: tuple[tuple[str, Any], ...]) -> Callable:
+    """The compiled draws of a bucket's groups, from their seeds."""
+    shape = dict(shape_items)
+    task = get_task(task_name).bind(shape)
+    dtype = jnp.float64 if shape["dtype"] == "float64" else jnp.float32
+    return jax.jit(jax.vmap(lambda seed: task.sample(jax.random.key(seed), shape, dtype)))
+
+
+@functools.lru_cache(maxsize=None)
 def _program(
     task_name: str,
     shape_items: tuple[tuple[str, Any], ...],
@@ -240,11 +255,9 @@ def _program(
 
     evaluate = functools.partial(_evaluate, task, measures)
 
-    def program(seeds, hparams, targets, eps):
+    def program(draws, hparams, targets, eps):
         global _traces
         _traces += 1
-        dtype = eps.dtype
-        draws = jax.vmap(lambda seed: task.sample(jax.random.key(seed), shape, dtype))(seeds)
         family_hp = {name: hparams[name][:, :, 0] for name in task.shared_by}
         share = lambda d, h: task.share(d, h, shape)  # noqa: E731
         families = hparams["lr"].shape[1]  # explicit: a task may share by no parameter
@@ -269,7 +282,7 @@ def _program(
             start = carry[1]
             carry, models = lax.scan(advance_to, carry, targets)
             if report:
-                jax.debug.callback(_report_segment, targets[-1] - start)
+                jax.debug.callback(_report_block, targets[-1] - start)
             return carry, jax.vmap(functools.partial(observe, carry[0]))(models)
 
         # Time 0 beside setup, where XLA computes both alike: a centred predictor is then
@@ -313,5 +326,5 @@ def _expand(mask: jax.Array, like: jax.Array) -> jax.Array:
     return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
 
 
-def _report_segment(n_steps: Any) -> None:
-    _segment_hook[-1](int(n_steps))
+def _report_block(n_steps: Any) -> None:
+    _block_hook[-1](int(n_steps))
