@@ -185,9 +185,9 @@ class Chunking(NamedTuple):
 
 EVALUATION_BLOCK_BYTES = 64 * 2**20
 """Working memory per device that a block of evaluations may fill. Evaluating several log points
-at once turns a thin model's matrix-vector evaluations into matrix-matrix products (1.6x faster
-for the linear task on a CPU); a model whose evaluation is already a matrix product of some size
-gains nothing, and its large intermediates keep its block short."""
+at once turns a thin model's matrix-vector evaluations into matrix-matrix products (1.5x faster
+for the spectral linear task on a CPU); a model whose evaluation is already a matrix product of
+some size gains nothing, and its large intermediates keep its block short."""
 MAX_BLOCK = 32
 
 
