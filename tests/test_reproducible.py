@@ -1,6 +1,6 @@
 """``reproducible=True``: every run trained alone at its own shape, so that its result is bitwise
-the same whatever else the sweep holds, in whatever order. The default batched mode agrees with
-it to float32 rounding (docs/RELIABILITY.md)."""
+the same whatever else the sweep holds, in whatever order and chunk size. The default batched
+mode agrees with it to float32 rounding (docs/RELIABILITY.md)."""
 
 import numpy as np
 import pytest
@@ -50,6 +50,9 @@ def test_batched_runs_agree_with_reproducible_ones_to_float32_rounding():
         np.testing.assert_allclose(batched[name].values, alone[name].values, rtol=2e-5, atol=1e-9)
 
 
-def test_a_chunk_size_is_refused_beside_reproducible():
-    with pytest.raises(gs.SpecError, match="reproducible"):
-        gs.run(sweep(), progress=False, reproducible=True, chunk_size=4)
+def test_chunk_sizes_and_memory_budgets_do_not_change_reproducible_runs():
+    reference = gs.run(sweep(), progress=False, reproducible=True)
+    for options in [dict(chunk_size=1), dict(chunk_size=3), dict(memory_budget=1e6)]:
+        again = gs.run(sweep(), progress=False, reproducible=True, **options)
+        for name in METRICS:
+            np.testing.assert_array_equal(again[name].values, reference[name].values, err_msg=name)

@@ -204,7 +204,7 @@ def _parser() -> argparse.ArgumentParser:
         "--reproducible",
         action="store_true",
         help="train every run alone at its own shape: bitwise the same results whatever else "
-        "the sweep holds and however it is split (slower)",
+        "the sweep holds, in any order, chunk size or device count (slower)",
     )
     run.add_argument(
         "--overwrite", action="store_true", help="replace the results of a different sweep in --out"

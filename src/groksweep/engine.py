@@ -55,8 +55,9 @@ def run(
 
     ``reproducible=True`` trains every run alone, at its own unpadded shape, one run per device
     at a time: each run's result is then bitwise the same whatever else the sweep holds, in
-    whatever order and on however many devices or processes. It gives up batching (and
-    ``chunk_size``), so it is slower, and it compiles once per distinct shape.
+    whatever order, on however many devices or processes, and for any ``chunk_size`` (a chunk
+    then holds one run per device, the fewest any chunk holds). It gives up batching, so it is
+    slower, and it compiles once per distinct shape.
 
     With a ``store``, every finished chunk is saved, and chunks already in the store are read
     back instead of trained. ``should_stop()`` is asked before training each chunk; if it
@@ -75,8 +76,6 @@ def run(
         for name, dims in sweep.metrics.items()
     }
     diverged_at = np.full(sweep.n_runs, -1, dtype=np.int64)
-    if reproducible and chunk_size is not None:
-        raise SpecError("a reproducible sweep trains one run per device: give no chunk size")
     buckets = [
         chunked(task, b, len(times), len(eps), budget, chunk_size, sweep.measures, reproducible)
         for b in plan(task, sweep.runs(), share_data and not reproducible, exact=reproducible)
