@@ -71,9 +71,8 @@ def train(
     progress measures (:mod:`groksweep.measures`) recorded beside the task's metrics.
     """
     shape = dict(bucket.shape)
-    float64 = shape["dtype"] == "float64"
-    with jax.enable_x64(float64):
-        dtype = jnp.float64 if float64 else jnp.float32
+    dtype = _float_dtype(shape)
+    with jax.enable_x64(dtype == jnp.float64):
         by_group = NamedSharding(_mesh(), PartitionSpec("groups"))
         # The draws come from a program of their own: inside the training program XLA would
         # fuse their generation into each of their uses, drawing a family's data once per family.
@@ -127,9 +126,8 @@ def state_bytes(
     """The bytes of :class:`StateBytes` for ``bucket``; nothing is compiled."""
     shape = dict(bucket.shape)
     task = task.bind(shape)
-    float64 = shape["dtype"] == "float64"
-    with jax.enable_x64(float64):
-        dtype = jnp.float64 if float64 else jnp.float32
+    dtype = _float_dtype(shape)
+    with jax.enable_x64(dtype == jnp.float64):
         hp = {
             n: jax.ShapeDtypeStruct((), jnp.int32 if _is_int(task, n) else dtype)
             for n in bucket.hparams
@@ -162,6 +160,11 @@ def _jaxpr_bytes(jaxpr: jax.extend.core.Jaxpr) -> int:
             elif isinstance(param, jax.extend.core.Jaxpr):
                 total += _jaxpr_bytes(param)
     return total
+
+
+def _float_dtype(shape: dict) -> Any:
+    """The bucket's float dtype (its ``dtype`` parameter)."""
+    return jnp.float64 if shape["dtype"] == "float64" else jnp.float32
 
 
 def _is_int(task: Task, name: str) -> bool:
@@ -221,7 +224,7 @@ def _sampler(task_name: str, shape_items: tuple[tuple[str, Any], ...]) -> Callab
     """The compiled draws of a bucket's groups, from their seeds."""
     shape = dict(shape_items)
     task = get_task(task_name).bind(shape)
-    dtype = jnp.float64 if shape["dtype"] == "float64" else jnp.float32
+    dtype = _float_dtype(shape)
     return jax.jit(jax.vmap(lambda seed: task.sample(jax.random.key(seed), shape, dtype)))
 
 
