@@ -240,10 +240,13 @@ def _program(
     shape = dict(shape_items)
     task = get_task(task_name).bind(shape)
 
+    spectral = shape["method"] == "spectral"
+
+    def jump(data, state, n_steps):
+        return task.jump(state["model"], {**data, **state["run"]}, state["hp"], n_steps)
+
     def advance(data, state, n_steps):
         data = {**data, **state["run"]}
-        if shape["method"] == "spectral":
-            return state | {"model": task.jump(state["model"], data, state["hp"], n_steps)}
         optimizer = make_optimizer(shape["optimizer"], state["hp"])
 
         def step(carry):
@@ -281,9 +284,15 @@ def _program(
 
         def block(carry, targets):
             """Advance through a block of log points, then evaluate them all at once: the
-            evaluations of a block batch into matrix products ``block`` times wider."""
+            evaluations of a block batch into matrix products ``block`` times wider. A spectral
+            jump goes to every log point of the block straight from the initial model, so the
+            block's jumps are one matrix product too."""
             start = carry[1]
-            carry, models = lax.scan(advance_to, carry, targets)
+            if spectral:
+                models = jax.vmap(lambda n: _per_run(jump)(draws, shared, state, n))(targets)
+                carry = (state, targets[-1])
+            else:
+                carry, models = lax.scan(advance_to, carry, targets)
             if report:
                 jax.debug.callback(_report_block, targets[-1] - start)
             return carry, jax.vmap(functools.partial(observe, carry[0]))(models)
