@@ -124,13 +124,28 @@ def state_bytes(
     task: Task, bucket: Bucket, n_times: int, n_eps: int, measures: tuple[str, ...] = ()
 ) -> StateBytes:
     """The bytes of :class:`StateBytes` for ``bucket``; nothing is compiled."""
-    shape = dict(bucket.shape)
-    task = task.bind(shape)
+    hparam_names = tuple(bucket.hparams)
+    return _state_bytes(task.name, bucket.shape, hparam_names, n_times, n_eps, tuple(measures))
+
+
+@functools.lru_cache(maxsize=None)
+def _state_bytes(
+    task_name: str,
+    shape_items: tuple[tuple[str, Any], ...],
+    hparam_names: tuple[str, ...],
+    n_times: int,
+    n_eps: int,
+    measures: tuple[str, ...],
+) -> StateBytes:
+    """:func:`state_bytes`, cached by shape: tracing the shapes costs tens of milliseconds, as
+    much as a whole short spectral sweep."""
+    shape = dict(shape_items)
+    task = get_task(task_name).bind(shape)
     dtype = _float_dtype(shape)
     with jax.enable_x64(dtype == jnp.float64):
         hp = {
             n: jax.ShapeDtypeStruct((), jnp.int32 if _is_int(task, n) else dtype)
-            for n in bucket.hparams
+            for n in hparam_names
         }
         draws = jax.eval_shape(lambda: task.sample(jax.random.key(0), shape, dtype))
         shared = jax.eval_shape(lambda d, h: task.share(d, h, shape), draws, hp)

@@ -88,12 +88,13 @@ class Linear(Task):
         inputs = correlated_inputs(draws, hp, shape)
         x = inputs.get("x_train", draws["x_train"])
         rows = (jnp.arange(shape["n_train"]) < hp["n_train"]).astype(x.dtype)
-        xm = x * rows[:, None]
-        n = hp["n_train"].astype(x.dtype)
+        # Masking the transpose, which XLA computes once per seed, writes one masked copy per
+        # family; masking x itself had XLA write three (mask, then both transposes).
+        masked_t = x.T * (rows / hp["n_train"].astype(x.dtype))
         shared = inputs | {
             "rows": rows,
-            "gram": xm.T @ xm / n,
-            "noise_gram": xm.T @ draws["label_noise"] / n,
+            "gram": masked_t @ x,
+            "noise_gram": masked_t @ draws["label_noise"],
         }
         if shape["method"] == "spectral":
             shared["eigvals"], shared["eigvecs"] = jnp.linalg.eigh(shared["gram"])
