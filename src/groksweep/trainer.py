@@ -7,8 +7,10 @@ A bucket's random draws are one small program, ``jit(vmap(task.sample))`` of the
     state  = per_run(setup)                           # model, optimizer state, run constants
     metrics at time 0 = per_run(task.evaluate)
     scan over blocks of log points:
-        scan over the block's log points:
-            state = per_run(advance to the log point) # fori_loop of gradient steps, or a jump
+        scan over the block's log points:             # method "step"
+            state = per_run(advance to the log point) # fori_loop of gradient steps
+        or vmap over the block's log points:          # method "spectral"
+            model = per_run(task.jump)(initial model, log point)
         metrics = vmap over the block(per_run(task.evaluate))
     diverged_at = first log point with non-finite loss or weights
 

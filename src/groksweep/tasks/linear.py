@@ -21,8 +21,9 @@ S avoids the cancellation of Sigma S - X^T y / N in float32 when the loss is sma
 losses and accuracies are computed from the per-sample residuals, not from Sigma.
 
 With ``method = "spectral"`` (the default for gradient descent), Sigma is diagonalised once
-per family and each log segment is advanced in closed form: every eigen-direction follows an
-affine recursion, so a run costs O(d_in^2 d_out) per log point whatever the step count.
+per family and the model at each log point is computed in closed form from the initial one:
+every eigen-direction follows an affine recursion, so a run costs O(d_in^2 d_out) per log point
+whatever the step count, and no error accumulates from one log point to the next.
 
 Metrics: ``train_loss``, ``test_loss``, ``train_acc`` and ``test_acc`` (per eps), and
 ``weight_norm`` = ||S||_F.
