@@ -59,6 +59,17 @@ def test_one_compile_per_shape_bucket():
     assert trainer.trace_count() - before == 4
 
 
+def test_linear_buckets_bound_the_padded_rows_of_an_evaluation():
+    # An evaluation computes N_tr + n_test rows, so N_tr is padded within 2x of that sum.
+    def bucket_n_train(n_test):
+        runs = sweep({"n_train": [100, 400, 1000]}, n_test=n_test).runs()
+        return [dict(b.shape)["n_train"] for b in plan(get_task("linear"), runs)]
+
+    assert bucket_n_train(500) == [400, 1000]  # 600, 900 | 1500 rows
+    assert bucket_n_train(2000) == [1000]  # 2100 .. 3000 rows
+    assert bucket_n_train(100) == [100, 400, 1000]
+
+
 def test_runs_differing_only_in_optimizer_hyperparameters_share_draws():
     ds = gs.run(sweep({"gamma": [0.0, 0.1], "lr": [0.01, 0.05], "seed": [0, 1]}), progress=False)
     start = ds.isel(time=0)

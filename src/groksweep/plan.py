@@ -1,8 +1,8 @@
 """From the run table to shape buckets: which runs share one compiled program and which data.
 
 Runs are split into *buckets* by their static parameters and, for padded parameters, into
-ranges whose largest value is at most the task's ``max_padding`` times their smallest. A
-bucket is one compiled program. Inside it, runs are nested in three levels:
+ranges whose largest cost (:meth:`Task.padding_cost`, by default the value itself) is at most
+the task's ``max_padding`` times their smallest. A bucket is one compiled program. Inside it, runs are nested in three levels:
 
 - **groups** share a seed, hence one set of random draws;
 - **families** inside a group share the values of the task's ``shared_by`` parameters, hence
@@ -100,14 +100,20 @@ def plan(
     padded = [n for n, p in declared.items() if p.role == "padded"]
     traced = [n for n, p in declared.items() if p.role == "traced"]
 
-    ranges = {
-        n: _padding_ranges({r[n] for r in runs}, 1.0 if exact else task.max_padding.get(n))
-        for n in padded
-    }
+    by_static: dict[tuple, list[int]] = defaultdict(list)
+    for i, run in enumerate(runs):
+        by_static[tuple(run[n] for n in static)].append(i)
+    ranges = {}  # (static key, padded name) -> value -> range id
+    for key, indices in by_static.items():
+        static_values = dict(zip(static, key))
+        for n in padded:
+            cost = {runs[i][n]: task.padding_cost(n, runs[i][n], static_values) for i in indices}
+            ids = _padding_ranges(set(cost.values()), 1.0 if exact else task.max_padding.get(n))
+            ranges[key, n] = {value: ids[c] for value, c in cost.items()}
     members: dict[tuple, list[int]] = defaultdict(list)
     for i, run in enumerate(runs):
-        key = tuple(run[n] for n in static) + tuple(ranges[n][run[n]] for n in padded)
-        members[key].append(i)
+        key = tuple(run[n] for n in static)
+        members[key + tuple(ranges[key, n][run[n]] for n in padded)].append(i)
 
     buckets = []
     for key, indices in members.items():
@@ -122,8 +128,8 @@ def plan(
     return buckets
 
 
-def _padding_ranges(values: set[int], max_padding: float | None) -> dict[int, int]:
-    """Map each value to the id of its range; a range spans at most a factor ``max_padding``."""
+def _padding_ranges(values: set[float], max_padding: float | None) -> dict[float, int]:
+    """Map each cost to the id of its range; a range spans at most a factor ``max_padding``."""
     ids, start, current = {}, None, -1
     for v in sorted(values):
         if start is None or (max_padding is not None and v > max_padding * start):

@@ -45,8 +45,9 @@ class Task:
     recorded only when a sweep names them in ``measures``; computed by :meth:`measure`. The
     generic measures of :mod:`groksweep.measures` are available to every task."""
     max_padding: ClassVar[dict[str, float]] = {}
-    """For padded parameters: the largest ratio of bucket maximum to a run's value before the
-    planner opens a new shape bucket. Missing means unlimited."""
+    """For padded parameters: the largest ratio of a bucket's largest to its smallest
+    :meth:`padding_cost` before the planner opens a new shape bucket. Missing means
+    unlimited."""
     shared_by: ClassVar[tuple[str, ...]] = ()
     """Parameters whose values (with the seed) fix the data :meth:`share` derives; runs that
     agree on them form a family and step together as one matrix-matrix product."""
@@ -66,6 +67,12 @@ class Task:
         bound = copy.copy(self)
         bound.shape = dict(shape)
         return bound
+
+    def padding_cost(self, name: str, value: int, static: Mapping[str, Any]) -> float:
+        """The work of a run whose padded parameter ``name`` is ``value``, up to a factor, given
+        the run's ``static`` parameters; :attr:`max_padding` bounds its ratios within a bucket.
+        By default the value itself."""
+        return value
 
     def resolve(self, values: dict[str, Any], given: set[str]) -> dict[str, Any]:
         """Turn aliases into canonical parameters and check cross-parameter constraints.

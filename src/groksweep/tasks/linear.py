@@ -64,13 +64,18 @@ class Linear(Task):
         **INPUT_PARAMS,
     }
     metrics = REGRESSION_METRICS
-    # Steps cost d_in^2 d_out whatever N_tr (they use Sigma), so only d_out is worth bucketing.
-    max_padding = {"d_out": 4.0}
+    # Steps cost d_in^2 d_out whatever N_tr (they use Sigma); an evaluation costs
+    # (N_tr + n_test) d_in d_out, the whole cost of the spectral method (see padding_cost).
+    max_padding = {"n_train": 2.0, "d_out": 4.0}
     shared_by = ("n_train", "decay")
     methods = ("step", "spectral")
 
     def resolve(self, values: dict[str, Any], given: set[str]) -> dict[str, Any]:
         return resolve_n_train(values, given)
+
+    def padding_cost(self, name, value, static):
+        # Padded training rows are evaluated beside the n_test test rows at every log point.
+        return value + static["n_test"] if name == "n_train" else value
 
     def sample(self, key: Array, shape: Shape, dtype: Any) -> dict[str, Array]:
         d_in, n_train, d_out = shape["d_in"], shape["n_train"], shape["d_out"]
