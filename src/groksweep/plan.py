@@ -2,7 +2,8 @@
 
 Runs are split into *buckets* by their static parameters and, for padded parameters, into
 ranges whose largest cost (:meth:`Task.padding_cost`, by default the value itself) is at most
-the task's ``max_padding`` times their smallest. A bucket is one compiled program. Inside it, runs are nested in three levels:
+the task's ``max_padding`` times their smallest. A bucket is one compiled program. Inside it,
+runs are nested in three levels:
 
 - **groups** share a seed, hence one set of random draws;
 - **families** inside a group share the values of the task's ``shared_by`` parameters, hence
