@@ -3,11 +3,42 @@ to grokking-time phase diagrams.
 
 Data flows one way: :class:`Sweep` (spec) -> :func:`run` (plan, compiled trainer, labelled
 trajectories) -> :func:`grokking_time` (phase maps) -> :mod:`groksweep.plot` (figures).
+
+The names below are imported on first use, so that ``import groksweep`` (and the command
+line's first lines, which install its Ctrl-C handler) do not wait for JAX to load.
 """
 
-from groksweep.engine import run
-from groksweep.params import SpecError
-from groksweep.phase import grokking_time, reduce_seeds, stage_times
-from groksweep.spec import Sweep
+from __future__ import annotations
 
-__all__ = ["Sweep", "SpecError", "run", "grokking_time", "reduce_seeds", "stage_times"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_HOME = {
+    "Sweep": "groksweep.spec",
+    "SpecError": "groksweep.params",
+    "prepare": "groksweep.engine",
+    "run": "groksweep.engine",
+    "grokking_time": "groksweep.phase",
+    "reduce_seeds": "groksweep.phase",
+    "stage_times": "groksweep.phase",
+}
+
+__all__ = sorted(_HOME)
+
+if TYPE_CHECKING:
+    from groksweep.engine import prepare, run
+    from groksweep.params import SpecError
+    from groksweep.phase import grokking_time, reduce_seeds, stage_times
+    from groksweep.spec import Sweep
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'groksweep' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))

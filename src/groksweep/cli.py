@@ -12,71 +12,91 @@ errors of the file system, exit code 1.
 from __future__ import annotations
 
 import argparse
-import shutil
+import math
 import signal
 import sys
 import time
 from pathlib import Path
 
+from groksweep.files import DirectoryInUse, DirectoryLock, append_line, remove_tree, write_atomic
 from groksweep.params import SpecError
 
 RESULTS, PHASE, SPEC, LOG, CHUNKS = "results.nc", "phase.nc", "spec.toml", "log.txt", "chunks"
+INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        return args.command(args)
-    except SpecError as err:
-        print(f"groksweep: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"groksweep: error: {err.strerror or err}: {err.filename or ''}", file=sys.stderr)
-        return 1
+    # Ctrl-C is caught from the first line: during start-up it stops before training, during
+    # training after the current chunk; afterwards the results are written out regardless.
+    with _StopOnInterrupt() as stop:
+        try:
+            args = _parser().parse_args(argv)
+            return args.command(args, stop)
+        except SpecError as err:
+            return _fail(err, 2)
+        except (OSError, DirectoryInUse) as err:
+            return _fail(err, 1)
+        except KeyboardInterrupt:
+            print("\ngroksweep: interrupted", file=sys.stderr)
+            return INTERRUPTED
 
 
-def _run(args: argparse.Namespace) -> int:
+def _fail(err: Exception, code: int) -> int:
+    if isinstance(err, OSError) and err.filename and err.strerror:
+        message = f"{err.strerror}: {err.filename}"
+    else:
+        message = str(err) or type(err).__name__
+    print(f"groksweep: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+def _run(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
     from groksweep.spec import Sweep
 
+    if not args.out.strip():
+        raise SpecError("--out must name a directory")
     sweep = Sweep.from_toml(args.spec)  # validate before importing the heavy machinery
     out = Path(args.out)
     import jax
 
     if args.distributed:
         _initialize_distributed(args)
+    from groksweep import engine, phase, plot, results
+    from groksweep.store import ChunkStore
+    from groksweep.tasks.base import task_identity
+
+    # Every check that can refuse the sweep comes before the directory is claimed.
+    prepared = engine.prepare(
+        sweep,
+        memory_budget=args.memory_budget,
+        chunk_size=args.chunk_size,
+        reproducible=args.reproducible,
+    )
+    if stop.requested():
+        raise KeyboardInterrupt
     first = jax.process_index() == 0
-    if first:
-        _claim(out, sweep.to_toml(), args.overwrite)
+    lock = _claim(out, sweep.to_toml(), args.overwrite) if first else None
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("groksweep: output directory ready")
 
-    from groksweep import engine, phase, plot, results
-    from groksweep.store import ChunkStore
+    log_path = out / (LOG if first else f"log.{jax.process_index()}.txt")
 
-    # Ctrl-C is caught for the whole command: during training it stops after the current chunk;
-    # afterwards the results are written out regardless.
-    log_name = LOG if first else f"log.{jax.process_index()}.txt"
-    with _StopOnInterrupt() as stop, open(out / log_name, "a") as log_file:
+    def log(line: str) -> None:
+        append_line(log_path, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
-        def log(line: str) -> None:
-            log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
-            log_file.flush()
-
+    try:
         log(
             f"groksweep {results.groksweep_version()}, jax {jax.__version__}, "
             f"devices {jax.devices()}\n{sweep.to_toml()}"
         )
-        store = ChunkStore(out / CHUNKS, sweep.to_toml())
+        store = ChunkStore(out / CHUNKS, sweep.to_toml(), task_identity(sweep.task_def))
         start = time.perf_counter()
         try:
             ds = engine.run(
-                sweep,
+                prepared,
                 progress=not args.quiet,
-                memory_budget=args.memory_budget,
-                chunk_size=args.chunk_size,
-                reproducible=args.reproducible,
                 store=store,
                 should_stop=stop.requested,
                 log=log,
@@ -87,7 +107,7 @@ def _run(args: argparse.Namespace) -> int:
                 f"groksweep: interrupted, {err}. Run the same command again to resume.",
                 file=sys.stderr,
             )
-            return 130
+            return INTERRUPTED
         diverged = ds["diverged"].values.sum()
         log(f"trained in {time.perf_counter() - start:.2f} s; {diverged} diverged runs")
         for index in zip(*ds["diverged"].values.nonzero()):
@@ -100,6 +120,9 @@ def _run(args: argparse.Namespace) -> int:
         results.save(ph, out / PHASE)
         for path in plot.figures_for(ds, ph, out):
             print(f"wrote {path}")
+    finally:
+        if lock:
+            lock.release()
     print(f"wrote {out / RESULTS} and {out / PHASE}")
     return 0
 
@@ -116,25 +139,51 @@ def _initialize_distributed(args: argparse.Namespace) -> None:
     )
 
 
-def _claim(out: Path, spec_text: str, overwrite: bool) -> None:
-    """Make ``out`` this sweep's directory: new, resumed (same spec), or overwritten on request."""
-    spec_file = out / SPEC
-    if spec_file.is_file() and spec_file.read_text() != spec_text:
-        if not overwrite:
-            raise SpecError(f"{out} holds a different sweep; use another --out or pass --overwrite")
-        shutil.rmtree(out / CHUNKS, ignore_errors=True)
-        for name in (RESULTS, PHASE, LOG):
-            (out / name).unlink(missing_ok=True)
+def _claim(out: Path, spec_text: str, overwrite: bool) -> DirectoryLock:
+    """Make ``out`` this sweep's directory (new, resumed with the same spec, or overwritten on
+    request) and lock it for this process; the lock is returned, to be released at the end."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    lock = DirectoryLock(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        spec_file.write_text(spec_text)
-    except OSError as err:
-        raise SpecError(f"cannot write to {out}: {err.strerror}") from None
+        spec_file, chunks = out / SPEC, out / CHUNKS
+        held = _read_own(spec_file)
+        if held is not None and held != spec_text:
+            if not overwrite:
+                raise SpecError(
+                    f"{out} holds a different sweep; use another --out or pass --overwrite"
+                )
+            remove_tree(chunks)
+            from groksweep.plot import FIGURES
+
+            for name in (RESULTS, PHASE, LOG, *FIGURES):
+                (out / name).unlink(missing_ok=True)
+        if chunks.is_symlink():
+            raise FileExistsError(
+                f"{chunks} is a symbolic link; groksweep never writes through links"
+            )
+        write_atomic(spec_file, spec_text.encode())
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _read_own(path: Path) -> str | None:
+    """The text of a file groksweep wrote, or None if absent. A link planted in its place, or
+    a file that is not groksweep's text, reads as a different sweep's."""
+    if path.is_symlink():
+        return f"(a link to {path.resolve()})"
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
 
 
 class _StopOnInterrupt:
-    """Within the block, a first Ctrl-C asks the sweep to stop after the current chunk is
-    saved; a second one interrupts at once."""
+    """Within the block, a first Ctrl-C asks the command to stop at the next safe point
+    (before training, or after the current chunk is saved); a second one interrupts at once."""
 
     def __init__(self) -> None:
         self._requested = False
@@ -159,7 +208,7 @@ class _StopOnInterrupt:
         signal.signal(signal.SIGINT, self._previous)
 
 
-def _plot(args: argparse.Namespace) -> int:
+def _plot(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
     from groksweep import plot, results
 
     out = Path(args.dir)
@@ -173,8 +222,15 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (a SpecError), not the whole usage text."""
+
+    def error(self, message: str):
+        raise SpecError(f"{message} (see {self.prog} --help)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="groksweep", description="Train a grid of models at once and map grokking times."
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -237,6 +293,8 @@ def _bytes(text: str) -> float:
         value = float(number) * factor
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 4GB or 500MB)") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"size must be finite, got {text!r}")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
     return value
@@ -253,7 +311,10 @@ def _positive_int(text: str) -> int:
 
 
 def _level(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"level must be in (0, 1), got {text}")
     return value

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,7 +19,7 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from groksweep import trainer
-from groksweep.params import SpecError
+from groksweep.params import SpecError, human_bytes
 from groksweep.plan import Bucket, plan
 from groksweep.results import to_dataset
 from groksweep.spec import Sweep
@@ -29,8 +31,67 @@ class SweepInterrupted(Exception):
     """Raised between chunks when ``should_stop`` asks for it; finished chunks are saved."""
 
 
-def run(
+@dataclass(frozen=True)
+class SweepPlan:
+    """A validated sweep, cut into chunks under a memory budget: everything :func:`run` needs
+    to know before it trains, computed without compiling (:func:`prepare`)."""
+
+    sweep: Sweep
+    buckets: list[Chunking]
+    budget: float
+    reproducible: bool
+
+    @property
+    def n_chunks(self) -> int:
+        return sum(-(-c.bucket.n_groups // c.groups) for c in self.buckets)
+
+
+def prepare(
     sweep: Sweep,
+    *,
+    memory_budget: float | None = None,
+    chunk_size: int | None = None,
+    share_data: bool = True,
+    reproducible: bool = False,
+) -> SweepPlan:
+    """Plan ``sweep`` into shape buckets and memory-sized chunks (see :func:`run` for the
+    arguments), and check that it can run: that one run fits ``memory_budget`` and that its
+    results fit in host memory. Raises :class:`SpecError` otherwise; nothing is compiled."""
+    if not isinstance(sweep, Sweep):
+        raise SpecError(f"run needs a groksweep.Sweep, got {type(sweep).__name__}")
+    budget = default_memory_budget() if memory_budget is None else memory_budget
+    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
+        raise SpecError(f"memory_budget must be a positive number of bytes, got {budget!r}")
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1
+    ):
+        raise SpecError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    check_results_fit(sweep)
+    task, n_times, n_eps = sweep.task_def, len(sweep.times()), len(sweep.eps)
+    buckets = [
+        chunked(task, b, n_times, n_eps, budget, chunk_size, sweep.measures, reproducible)
+        for b in plan(task, sweep.runs(), share_data and not reproducible, exact=reproducible)
+    ]
+    return SweepPlan(sweep, buckets, budget, reproducible)
+
+
+def check_results_fit(sweep: Sweep) -> None:
+    """Refuse a sweep whose results (runs x log points x metrics, float64, held about three
+    times while they are labelled and written) would not fit in the free host memory."""
+    n_eps = len(sweep.eps)
+    per_run_point = sum(n_eps if "eps" in dims else 1 for dims in sweep.metrics.values())
+    need = 3 * 8 * sweep.n_runs * len(sweep.times()) * per_run_point
+    free = host_free_bytes()
+    if need > free:
+        raise SpecError(
+            f"the results of {sweep.n_runs:,} runs x {len(sweep.times()):,} log points need "
+            f"{human_bytes(need)}, over the {human_bytes(free)} of free host memory; record "
+            "fewer log points or split the sweep"
+        )
+
+
+def run(
+    sweep: Sweep | SweepPlan,
     progress: bool = True,
     *,
     memory_budget: float | None = None,
@@ -51,7 +112,8 @@ def run(
     float rounding.
     ``share_data=False`` steps every run alone instead of batching runs that share training
     data into matrix-matrix products (slower; kept as a reference). ``progress`` shows a bar
-    counting run-steps.
+    counting run-steps. A :class:`SweepPlan` from :func:`prepare` may stand for the sweep and
+    these planning arguments.
 
     ``reproducible=True`` trains every run alone, at its own unpadded shape, one run per device
     at a time: each run's result is then bitwise the same whatever else the sweep holds, in
@@ -64,28 +126,33 @@ def run(
     returns True the sweep stops with :class:`SweepInterrupted`. ``log`` receives one line per
     planning decision and per chunk.
     """
+    if not isinstance(sweep, SweepPlan):
+        sweep = prepare(
+            sweep,
+            memory_budget=memory_budget,
+            chunk_size=chunk_size,
+            share_data=share_data,
+            reproducible=reproducible,
+        )
+    prepared, sweep = sweep, sweep.sweep
     log = log or (lambda line: None)
     enable_compilation_cache()
     task = sweep.task_def
     times = sweep.times()
     eps = np.asarray(sweep.eps)
-    budget = memory_budget or default_memory_budget()
     sizes = {"eps": len(eps)}
     outputs = {
         name: np.full((sweep.n_runs, len(times), *(sizes[d] for d in dims)), np.nan)
         for name, dims in sweep.metrics.items()
     }
     diverged_at = np.full(sweep.n_runs, -1, dtype=np.int64)
-    buckets = [
-        chunked(task, b, len(times), len(eps), budget, chunk_size, sweep.measures, reproducible)
-        for b in plan(task, sweep.runs(), share_data and not reproducible, exact=reproducible)
-    ]
+    buckets = prepared.buckets
     for i, (bucket, groups_per_chunk, block) in enumerate(buckets):
         log(
             f"bucket {i}: {dict(bucket.shape)}; {bucket.n_runs} runs as "
             f"(groups, families, slots) = {bucket.run_index.shape}; {groups_per_chunk} groups "
             f"per chunk; {block} log points evaluated at once; memory budget "
-            f"{budget / 2**30:.2f} GiB"
+            f"{human_bytes(prepared.budget)}"
         )
     processes, me = jax.process_count(), jax.process_index()
     if processes > 1 and store is None:
@@ -103,10 +170,11 @@ def run(
         for i, (bucket, groups_per_chunk, block) in enumerate(buckets):
             for chunk in _chunks(bucket, groups_per_chunk):
                 key = store.key(bucket.shape, chunk.run_index, chunk.valid) if store else None
+                expect = _expected_shapes(sweep, chunk, len(times))
                 if next(chunk_numbers) % processes != me:
-                    elsewhere.append((chunk, key))
+                    elsewhere.append((chunk, key, expect))
                     continue
-                metrics = store.load(key) if store else None
+                metrics = store.load(key, expect, log) if store else None
                 if metrics is not None:
                     bar.update(sweep.steps * chunk.n_runs)
                     log(f"bucket {i} chunk {key}: {chunk.n_runs} runs read back")
@@ -133,12 +201,22 @@ def run(
                 bar.set_postfix_str(f"{runs_done}/{sweep.n_runs} runs done")
     if processes > 1:
         multihost_utils.sync_global_devices("groksweep: every process saved its chunks")
-        for chunk, key in elsewhere:
-            metrics = store.load(key)
+        for chunk, key, expect in elsewhere:
+            metrics = store.load(key, expect, log)
             if metrics is None:
                 raise SpecError(f"chunk {key} of another process is missing from {store.directory}")
             _scatter(chunk, metrics, outputs, diverged_at)
     return to_dataset(sweep, outputs, times, diverged_at)
+
+
+def _expected_shapes(sweep: Sweep, chunk: Bucket, n_times: int) -> dict[str, tuple[int, ...]]:
+    """The arrays :func:`trainer.train` returns for ``chunk``, by name and shape: a saved file
+    with other arrays is not this chunk's."""
+    runs = chunk.run_index.shape
+    sizes = {"eps": len(sweep.eps)}
+    return {
+        name: (*runs, n_times, *(sizes[d] for d in dims)) for name, dims in sweep.metrics.items()
+    } | {"diverged_at": runs}
 
 
 def enable_compilation_cache() -> None:
@@ -168,7 +246,12 @@ def default_memory_budget() -> float:
     stats = device.memory_stats() if device.platform != "cpu" else None
     if stats and "bytes_limit" in stats:
         return 0.8 * stats["bytes_limit"]
-    return 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return 0.5 * host_free_bytes()
+
+
+def host_free_bytes() -> float:
+    """The host memory not in use, from the operating system."""
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
 class Chunking(NamedTuple):
@@ -214,8 +297,8 @@ def chunked(
     def check_fits(block: int = 1) -> None:
         if group_bytes(1, 1, block) > budget:
             raise SpecError(
-                f"one run needs {group_bytes(1, 1, block) / 2**30:.2f} GiB, over the memory "
-                f"budget of {budget / 2**30:.2f} GiB"
+                f"one run needs {human_bytes(group_bytes(1, 1, block))}, over the memory "
+                f"budget of {human_bytes(budget)}"
             )
 
     if alone:

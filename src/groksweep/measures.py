@@ -60,6 +60,8 @@ def check_measures(task: Task, measures: Any) -> tuple[str, ...]:
         raise SpecError(f"measures must be a list of names, got {measures!r}")
     names = available(task)
     for name in measures:
+        if not isinstance(name, str):
+            raise SpecError(f"measures must be a list of names, got {name!r:.60} in it")
         if name not in names:
             raise unknown_name_error(f"measure of {task.name}", str(name), sorted(names))
     if len(set(measures)) != len(measures):

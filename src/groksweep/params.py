@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
 Role = Literal["static", "padded", "traced", "seed", "alias"]
 
 
@@ -39,33 +41,58 @@ class Param:
     gt: float | None = None
     ge: float | None = None
     lt: float | None = None
+    le: float | None = None
     choices: tuple[str, ...] | None = None
 
     def validate(self, name: str, value: Any) -> Any:
-        """Return ``value`` converted to the declared type, or raise a one-line SpecError."""
+        """Return ``value`` converted to the declared type, or raise a one-line SpecError.
+        numpy scalars count as the Python numbers and strings they hold."""
+        value = value.item() if isinstance(value, np.generic) else value
         if self.type is str:
             if not isinstance(value, str):
-                raise SpecError(f"{name} must be a string, got {value!r}")
+                raise SpecError(f"{name} must be a string, got {_short(value)}")
             if self.choices and value not in self.choices:
-                raise SpecError(f"{name} must be one of {', '.join(self.choices)}; got {value!r}")
+                raise SpecError(
+                    f"{name} must be one of {', '.join(self.choices)}; got {_short(value)}"
+                )
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SpecError(f"{name} must be a number, got {value!r}")
-        if not math.isfinite(value):
+            raise SpecError(f"{name} must be a number, got {_short(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
             raise SpecError(f"{name} must be finite, got {value!r}")
         if self.type is int:
             if value != int(value):
                 raise SpecError(f"{name} must be an integer, got {value!r}")
             value = int(value)
         else:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:
+                raise SpecError(f"{name} is too large, got {_short(value)}") from None
         if self.gt is not None and not value > self.gt:
-            raise SpecError(f"{name} must be > {self.gt:g}, got {value!r}")
+            raise SpecError(f"{name} must be > {self.gt:g}, got {_short(value)}")
         if self.ge is not None and not value >= self.ge:
-            raise SpecError(f"{name} must be >= {self.ge:g}, got {value!r}")
+            raise SpecError(f"{name} must be >= {self.ge:g}, got {_short(value)}")
         if self.lt is not None and not value < self.lt:
-            raise SpecError(f"{name} must be < {self.lt:g}, got {value!r}")
+            raise SpecError(f"{name} must be < {self.lt:g}, got {_short(value)}")
+        if self.le is not None and not value <= self.le:
+            raise SpecError(f"{name} must be <= {self.le:,}, got {_short(value)}")
         return value
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to fit a one-line message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def human_bytes(n: float) -> str:
+    """A byte count for a message: 512 B, 3.0 KiB, 1.25 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
 
 
 def unknown_name_error(kind: str, name: str, known: list[str]) -> SpecError:

@@ -33,6 +33,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator
 
+from groksweep.files import write_atomic
 from groksweep.phase import reduce_seeds
 
 LABELS = {
@@ -236,6 +237,10 @@ def learning_curves(
     return _finish(fig, path)
 
 
+FIGURES = ("learning_curves.png", "phase_diagram.png", "delta_t.png")
+"""The file names :func:`figures_for` may write."""
+
+
 def figures_for(ds: xr.Dataset, phase: xr.Dataset, out_dir: str | Path) -> list[Path]:
     """Write the default figures of a sweep into ``out_dir`` and return their paths.
 
@@ -244,16 +249,16 @@ def figures_for(ds: xr.Dataset, phase: xr.Dataset, out_dir: str | Path) -> list[
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "learning_curves.png"]
+    paths = [out / FIGURES[0]]
     learning_curves(ds, path=paths[0])
     grid = [d for d in phase["delta_t"].dims if d not in ("seed", "eps")]
     if len(grid) >= 2:
         rest = {a: phase[a].values[0] for a in grid[2:]}
-        paths.append(out / "phase_diagram.png")
+        paths.append(out / FIGURES[1])
         diverged = phase.get("diverged")
         phase_diagram(phase, grid[0], grid[1], path=paths[-1], diverged=diverged, **rest)
     elif len(grid) == 1:
-        paths.append(out / "delta_t.png")
+        paths.append(out / FIGURES[2])
         delta_t_curve(phase, grid[0], path=paths[-1])
     return paths
 
@@ -493,8 +498,10 @@ def _draw_diverged(ax: Axes, xe: np.ndarray, ye: np.ndarray, mask: np.ndarray) -
 def _finish(fig: Figure, path: str | Path | None) -> Figure:
     """Save ``fig`` to ``path`` (creating its folder) when one is given; return it."""
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=150)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file_format = path.suffix.lstrip(".") or None  # the temporary name has another suffix
+        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=150, format=file_format))
     return fig
 
 

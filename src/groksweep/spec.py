@@ -38,6 +38,19 @@ from groksweep.tasks import Task, get_task
 
 FIELDS = ("task", "steps", "log_points", "eps", "measures", "params", "axes")
 
+MAX_SPEC_BYTES = 2**20
+"""A spec file larger than this is refused before it is parsed."""
+MAX_RUNS = 2**18
+"""The most runs one sweep may hold: the run table alone takes about 1.5 KiB a run."""
+MAX_LOG_POINTS = 10**5
+"""The most evaluations a run may record."""
+MAX_STEPS = {"step": 2**31 - 1, "spectral": 2**53}
+"""The largest step count of each method: gradient steps loop in an int32 counter (and 2^31
+steps of even the smallest model take hours); the spectral method's closed form takes the count
+as a float, exact up to 2^53 in float64."""
+STEPS = Param(int, 0, "static", "", ge=1, le=MAX_STEPS["spectral"])
+LOG_POINTS = Param(int, 0, "static", "", ge=1, le=MAX_LOG_POINTS)
+
 
 @dataclass(frozen=True)
 class Sweep:
@@ -52,31 +65,37 @@ class Sweep:
     measures: Sequence[str] = ()
 
     def __post_init__(self) -> None:
+        if not isinstance(self.task, str):
+            raise SpecError(f"task must be the name of a task, got {self.task!r:.60}")
         task = get_task(self.task)
         declared = declared_params(task)
-        params = {name: _check(declared, "parameter", name, v) for name, v in self.params.items()}
-        axes = {name: _check_axis(declared, name, values) for name, values in self.axes.items()}
+        given = {field: _table(field, getattr(self, field)) for field in ("params", "axes")}
+        params = {
+            name: _check(declared, "parameter", name, v) for name, v in given["params"].items()
+        }
+        axes = {name: _check_axis(declared, name, values) for name, values in given["axes"].items()}
         for name in params.keys() & axes.keys():
             raise SpecError(f"{name} is both a fixed parameter and an axis")
         if "seed" not in params and "seed" not in axes:
             axes["seed"] = [SEED.default]
         object.__setattr__(self, "params", params)
         object.__setattr__(self, "axes", axes)
-        object.__setattr__(
-            self, "steps", Param(int, 0, "static", "", ge=1).validate("steps", self.steps)
-        )
-        object.__setattr__(
-            self,
-            "log_points",
-            Param(int, 0, "static", "", ge=1).validate("log_points", self.log_points),
-        )
+        object.__setattr__(self, "steps", STEPS.validate("steps", self.steps))
+        object.__setattr__(self, "log_points", LOG_POINTS.validate("log_points", self.log_points))
         object.__setattr__(self, "eps", _check_eps(self.eps))
         object.__setattr__(self, "measures", check_measures(task, self.measures))
+        if self.n_runs > MAX_RUNS:
+            raise SpecError(
+                f"the grid holds {self.n_runs:,} runs, over the {MAX_RUNS:,} one sweep may hold; "
+                "split it into several sweeps"
+            )
         self.runs()  # resolve every run now, so cross-parameter errors surface before compiling
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any]) -> Sweep:
+        if not isinstance(spec, Mapping):
+            raise SpecError(f"a sweep spec is a table of fields, got {type(spec).__name__}")
         for key in spec:
             if key not in FIELDS:
                 raise unknown_name_error("sweep field", key, list(FIELDS))
@@ -86,15 +105,27 @@ class Sweep:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Sweep:
+        """The sweep of a TOML file; at most :data:`MAX_SPEC_BYTES` of it are read."""
         path = Path(path)
         try:
-            text = path.read_text()
+            with open(path, "rb") as file:
+                raw = file.read(MAX_SPEC_BYTES + 1)
         except OSError as err:
-            raise SpecError(f"cannot read {path}: {err.strerror}") from None
+            raise SpecError(f"cannot read {path}: {err.strerror or err}") from None
+        if len(raw) > MAX_SPEC_BYTES:
+            raise SpecError(
+                f"{path} is larger than {MAX_SPEC_BYTES // 2**10} KiB: not a sweep spec"
+            )
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise SpecError(f"{path}: not UTF-8 text (byte {err.start})") from None
         try:
             spec = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
             raise SpecError(f"{path}: malformed TOML: {err}") from None
+        except RecursionError:
+            raise SpecError(f"{path}: malformed TOML: nested too deeply") from None
         return cls.from_dict(spec)
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,7 +168,7 @@ class Sweep:
         given = set(self.params) | set(self.axes)
         names = list(self.axes)
         return [
-            _resolve_method(task, task.resolve(base | dict(zip(names, point)), given))
+            _resolve_method(task, task.resolve(base | dict(zip(names, point)), given), self.steps)
             for point in itertools.product(*self.axes.values())
         ]
 
@@ -166,7 +197,8 @@ def log_schedule(steps: int, log_points: int) -> np.ndarray:
     """Step 0 followed by ``min(log_points, steps)`` distinct log-spaced integers up to ``steps``.
 
     Rounding a geometric sequence repeats small integers; each point is pushed to at least one
-    past its predecessor and held back far enough to leave room for the points after it.
+    past its predecessor and held back far enough to leave room for the points after it. The
+    last point is ``steps`` exactly, whatever the rounding of the float sequence.
     """
     n = min(log_points, steps)
     points = np.empty(n, dtype=np.int64)
@@ -174,20 +206,40 @@ def log_schedule(steps: int, log_points: int) -> np.ndarray:
     for i, ideal in enumerate(np.geomspace(1, steps, n)):
         previous = min(max(previous + 1, round(ideal)), steps - (n - 1 - i))
         points[i] = previous
+    points[-1] = steps
     return np.concatenate([[0], points])
 
 
-def _resolve_method(task: Task, run: dict[str, Any]) -> dict[str, Any]:
-    """Replace method "auto" by the fastest exact method for the run; refuse impossible ones."""
+def _resolve_method(task: Task, run: dict[str, Any], steps: int) -> dict[str, Any]:
+    """Replace method "auto" by the fastest exact method for the run; refuse impossible ones,
+    and step counts beyond what the method can represent."""
     exact = "spectral" in task.methods and run["optimizer"] == "gd"
     if run["method"] == "auto":
-        return run | {"method": "spectral" if exact else "step"}
-    if run["method"] == "spectral" and not exact:
+        run = run | {"method": "spectral" if exact else "step"}
+    elif run["method"] == "spectral" and not exact:
         raise SpecError(
             f"method spectral needs optimizer gd and a task that supports it ({task.name} with "
             f"{run['optimizer']} does not)"
         )
+    if steps > MAX_STEPS[run["method"]]:
+        raise SpecError(
+            f"steps = {steps:,} is beyond the {MAX_STEPS[run['method']]:,} steps method "
+            f"{run['method']} can take"
+            + ("; the spectral method reaches up to 2^53" if exact else "")
+        )
     return run
+
+
+def _table(field: str, value: Any) -> Mapping[str, Any]:
+    """``params`` or ``axes``: a mapping from names (strings); None is an empty one."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{field} must be a table of name = value, got {value!r:.60}")
+    for name in value:
+        if not isinstance(name, str):
+            raise SpecError(f"{field} names must be strings, got {name!r:.60}")
+    return value
 
 
 def _check(declared: dict[str, Param], kind: str, name: str, value: Any) -> Any:
@@ -197,23 +249,39 @@ def _check(declared: dict[str, Param], kind: str, name: str, value: Any) -> Any:
 
 
 def _check_axis(declared: dict[str, Param], name: str, values: Any) -> list[Any]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise SpecError(f"axis {name} must be a list of values, got {values!r}")
+    values = _as_list(values, f"axis {name}")
     if len(values) == 0:
         raise SpecError(f"axis {name} is empty")
+    if len(values) > MAX_RUNS:
+        raise SpecError(f"axis {name} has {len(values):,} values, over {MAX_RUNS:,}")
     checked = [_check(declared, "axis", name, v) for v in values]
     if len(set(checked)) != len(checked):
         raise SpecError(f"axis {name} has duplicate values")
     return checked
 
 
+def _as_list(values: Any, what: str) -> list[Any]:
+    """A list from a sequence or a one-dimensional numpy array; a SpecError otherwise."""
+    if isinstance(values, np.ndarray) and values.ndim == 1:
+        return values.tolist()
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise SpecError(f"{what} must be a list of values, got {values!r:.60}")
+    return list(values)
+
+
 def _check_eps(eps: Any) -> tuple[float, ...]:
-    if isinstance(eps, (int, float)):
+    if isinstance(eps, (int, float, np.number)) and not isinstance(eps, bool):
         eps = [eps]
-    if isinstance(eps, (str, bytes)) or not isinstance(eps, Sequence) or len(eps) == 0:
-        raise SpecError(f"eps must be a non-empty list of thresholds, got {eps!r}")
+    eps = _as_list(eps, "eps")
+    if len(eps) == 0:
+        raise SpecError("eps must be a non-empty list of thresholds")
+    if len(eps) > MAX_EPS:
+        raise SpecError(f"eps has {len(eps)} thresholds, over {MAX_EPS}")
     threshold = Param(float, 0.0, "static", "", gt=0)
     checked = tuple(threshold.validate("eps", e) for e in eps)
     if len(set(checked)) != len(checked):
         raise SpecError("eps has duplicate values")
     return checked
+
+
+MAX_EPS = 1000

@@ -1,76 +1,123 @@
 """Finished chunks on disk, so that an interrupted sweep resumes where it stopped.
 
-Each chunk's results are one ``.npz`` file in ``DIR/chunks/``, named by a hash of the spec, the
-bucket's shape and the chunk's runs, so a file can only be read back by the same chunk of the
-same sweep. A file is written to a temporary name, flushed to disk and renamed into place: it
-is either whole or absent. It carries a SHA-256 of its arrays; a truncated or corrupted file
-fails the check and is recomputed, never merged.
+Each chunk's results are one ``.npz`` file in ``DIR/chunks/``, named by its *key*: a hash of
+everything that makes the chunk's results what they are (the spec, the bucket's shape, the
+chunk's runs, groksweep's version and code, and the task's identity,
+:func:`~groksweep.tasks.base.task_identity`). The key is also stored inside the file, under its
+SHA-256 checksum, so a file is read back only as the chunk it was written for: a renamed,
+duplicated or foreign file, one written by other code, a truncated or corrupted one, or one
+whose arrays have other names or shapes than the chunk expects is recomputed, never merged.
+
+Files are written atomically (:func:`groksweep.files.write_atomic`): whole or absent.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
-import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
+from groksweep.files import write_atomic
+
 CHECKSUM = "__sha256__"
+KEY = "__key__"
 
 
 class ChunkStore:
-    """Chunk files of one sweep in ``directory``."""
+    """Chunk files of one sweep in ``directory``. ``task_identity`` names the task's code
+    (:func:`~groksweep.tasks.base.task_identity`); chunks of other code have other keys."""
 
-    def __init__(self, directory: str | Path, spec_text: str):
+    def __init__(self, directory: str | Path, spec_text: str, task_identity: str = ""):
         self.directory = Path(directory)
         self.spec_text = spec_text
+        self.task_identity = task_identity
 
     def key(self, shape: tuple, run_index: np.ndarray, valid: np.ndarray) -> str:
         digest = hashlib.sha256(self.spec_text.encode())
-        digest.update(repr(shape).encode())
+        digest.update(f"\0{self.task_identity}\0{code_identity()}\0{shape!r}".encode())
         digest.update(np.ascontiguousarray(run_index).tobytes())
         digest.update(np.ascontiguousarray(valid).tobytes())
         return digest.hexdigest()[:24]
 
-    def load(self, key: str) -> dict[str, np.ndarray] | None:
-        """The chunk's arrays, or None when absent, truncated or corrupted."""
+    def load(
+        self,
+        key: str,
+        expect: Mapping[str, tuple[int, ...]] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> dict[str, np.ndarray] | None:
+        """The chunk's arrays, or None when the file is absent or is not this chunk's: damaged,
+        written for another key, or (with ``expect``, name -> shape) holding other arrays.
+        ``log`` hears why a file that exists was not used."""
         path = self.directory / f"{key}.npz"
-        try:
-            with np.load(path) as data:
-                arrays = {name: data[name] for name in data.files}
-        except FileNotFoundError:
+        if not path.exists():
             return None
-        except Exception:  # a damaged file raises whatever its damage makes np.load raise
+        problem = _problem(path, key, expect)
+        if isinstance(problem, str):
+            (log or (lambda line: None))(f"chunk file {path.name} not used ({problem}): recomputed")
             return None
-        expected = arrays.pop(CHECKSUM, None)
-        if expected is None or str(expected) != _checksum(arrays):
-            return None
-        return arrays
+        return problem
 
     def save(self, key: str, arrays: dict[str, np.ndarray]) -> None:
-        """Write atomically: temporary file, fsync, rename."""
+        """Write the chunk with its key and checksum, atomically."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        arrays = {**arrays, KEY: np.array(key)}
         buffer = io.BytesIO()
         np.savez(buffer, **arrays, **{CHECKSUM: np.array(_checksum(arrays))})
-        path = self.directory / f"{key}.npz"
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(buffer.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomic(self.directory / f"{key}.npz", buffer.getvalue())
+
+    def files(self) -> list[Path]:
+        return sorted(self.directory.glob("*.npz")) if self.directory.is_dir() else []
 
     def count(self) -> int:
-        return len(list(self.directory.glob("*.npz"))) if self.directory.is_dir() else 0
+        return len(self.files())
+
+
+def _problem(
+    path: Path, key: str, expect: Mapping[str, tuple[int, ...]] | None
+) -> dict[str, np.ndarray] | str:
+    """The file's arrays if it is whole and is chunk ``key`` with the expected arrays; otherwise
+    what is wrong with it."""
+    try:
+        # allow_pickle=False: a planted file cannot run code when read
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except Exception as err:  # a damaged file raises whatever its damage makes np.load raise
+        return f"unreadable: {type(err).__name__}"
+    expected = arrays.pop(CHECKSUM, None)
+    if expected is None or str(expected) != _checksum(arrays):
+        return "checksum mismatch"
+    if str(arrays.pop(KEY, "")) != key:
+        return "written for another chunk or by other code"
+    if expect is not None:
+        shapes = {name: value.shape for name, value in arrays.items()}
+        if shapes != dict(expect):
+            return "arrays of other names or shapes"
+    return arrays
 
 
 def _checksum(arrays: dict[str, np.ndarray]) -> str:
     digest = hashlib.sha256()
     for name in sorted(arrays):
         digest.update(name.encode())
+        digest.update(str(arrays[name].dtype).encode())
+        digest.update(repr(arrays[name].shape).encode())
         digest.update(np.ascontiguousarray(arrays[name]).tobytes())
     return digest.hexdigest()
+
+
+@functools.cache
+def code_identity() -> str:
+    """groksweep's version and a hash of its source: saved chunks of another version, or of
+    edited engine code, are never read back as this code's."""
+    from groksweep.results import groksweep_version
+
+    digest = hashlib.sha256(groksweep_version().encode())
+    package = Path(__file__).resolve().parent
+    for source in sorted(package.rglob("*.py")):
+        digest.update(str(source.relative_to(package)).encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]

@@ -13,6 +13,11 @@ tasks build masks from them.
 from __future__ import annotations
 
 import copy
+import hashlib
+import inspect
+import linecache
+import marshal
+import sys
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -260,3 +265,36 @@ def correlated_inputs(draws: dict[str, Array], hp: Mapping[str, Array], shape: S
     scale = jnp.sqrt(power_law_spectrum(hp["decay"], shape["d_in"], dtype))
     mix = scale[:, None] * draws["input_rotation"].T
     return {"x_train": draws["x_train"] @ mix, "x_test": draws["x_test"] @ mix}
+
+
+def task_identity(task: Task) -> str:
+    """What makes a task's results what they are: its qualified name, and either its declared
+    ``version`` or a hash of the code of every class it inherits from (the source of their
+    modules, so that module-level helpers count too; the compiled code where no source exists).
+
+    Saved chunks and compiled programs are keyed by it, so that editing a task's code never
+    reuses results or programs of the old code."""
+    cls = type(task)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    declared = getattr(task, "version", None)
+    if declared is not None:
+        return f"{name}@{declared}"
+    digest = hashlib.sha256()
+    for klass in cls.__mro__[:-1]:  # every class but object
+        digest.update(_code_of(klass))
+    return f"{name}@{digest.hexdigest()[:16]}"
+
+
+def _code_of(klass: type) -> bytes:
+    module = sys.modules.get(klass.__module__)
+    try:
+        linecache.checkcache()  # a module edited on disk since it was imported
+        return inspect.getsource(module).encode() if module else b""
+    except (OSError, TypeError):
+        # Defined where no source is kept (python -c, exec): the bytecode of its methods.
+        codes = [
+            marshal.dumps(value.__code__)
+            for _, value in sorted(vars(klass).items())
+            if hasattr(value, "__code__")
+        ]
+        return klass.__qualname__.encode() + b"".join(codes)

@@ -1,0 +1,151 @@
+"""Writing into an output directory safely: against crashes, full disks, a second process and
+links planted in the directory.
+
+- :func:`write_atomic` writes a file whole or not at all: a temporary file of a unique name in
+  the same directory (created with ``O_EXCL | O_NOFOLLOW``), flushed to disk, then renamed over
+  the destination. A rename replaces a link planted at the destination; it never writes
+  through it. On any failure the temporary file is removed and :class:`OutputError` says, in
+  one line, what could not be written and why.
+- :func:`append_line` appends to a log without following a link.
+- :class:`DirectoryLock` makes one process the owner of a directory for as long as it runs.
+
+Every write of the command line goes through here, which is also where tests inject a full
+disk (``os.fsync``).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Self
+
+LOCK = ".lock"
+
+
+class OutputError(OSError):
+    """A file could not be written; the message is one line naming the file and the reason."""
+
+
+def write_atomic(path: str | Path, content: bytes | Callable[[Path], None]) -> None:
+    """Write ``content`` (bytes, or a function that writes a file at the path it is given) to
+    ``path`` atomically. Raises :class:`OutputError`, leaving nothing behind, on failure."""
+    path = Path(path)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise OutputError(err.errno, f"cannot write {path}: {_reason(err, path)}") from None
+    tmp = Path(tmp_name)
+    try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes files private; results are ordinary files
+        if callable(content):
+            os.close(fd)
+            content(tmp)
+            fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
+        else:
+            _write_all(fd, content)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException as err:
+        if fd >= 0:
+            os.close(fd)
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, Exception):
+            code = err.errno if isinstance(err, OSError) else None
+            raise OutputError(code, f"cannot write {path}: {_reason(err, path)}") from None
+        raise
+
+
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append ``line`` to ``path``, refusing to write through a link planted there."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        raise OutputError(err.errno, f"cannot write {path}: {_reason(err, path)}") from None
+    try:
+        _write_all(fd, line.encode())
+    except OSError as err:
+        raise OutputError(err.errno, f"cannot write {path}: {_reason(err, path)}") from None
+    finally:
+        os.close(fd)
+
+
+def _reason(err: BaseException, path: Path) -> str:
+    """Why a write failed, in a few words. Libraries that write by name (netCDF, matplotlib)
+    report a full disk in their own terms; the free space tells it apart."""
+    if isinstance(err, OSError) and err.errno == errno.ELOOP:
+        return "it is a symbolic link, and groksweep never writes through links"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    try:
+        if shutil.disk_usage(path.parent).free < 2**20:
+            return f"{os.strerror(errno.ENOSPC)} ({type(err).__name__}: {err})"
+    except OSError:
+        pass
+    return f"{type(err).__name__}: {err}"
+
+
+class DirectoryLock:
+    """An exclusive lock on ``directory`` (``flock`` of ``directory/.lock``), held until
+    :meth:`release` or process exit: a second process is refused at once, with the holder's
+    pid. The lock dies with its process, so a killed run never leaves a stale lock."""
+
+    def __init__(self, directory: str | Path):
+        self.path = Path(directory) / LOCK
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as err:
+            raise OutputError(err.errno, f"cannot lock {directory}: {_reason(err, self.path)}")
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self._fd)
+            raise DirectoryInUse(f"{directory} is in use by pid {holder}") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = -1
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class DirectoryInUse(RuntimeError):
+    """Another process holds the output directory."""
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory tree, or a link planted in its place (without following it)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
