@@ -110,8 +110,8 @@ def test_unwritable_output_directory_is_a_clear_error(tmp_path, capsys):
     out = tmp_path / "ro"
     out.mkdir()
     out.chmod(0o500)
-    assert main(["run", str(write_spec(tmp_path)), "--out", str(out / "sub"), "--quiet"]) == 2
-    assert "cannot write" in capsys.readouterr().err
+    assert main(["run", str(write_spec(tmp_path)), "--out", str(out / "sub"), "--quiet"]) == 1
+    assert "Permission denied" in capsys.readouterr().err
 
 
 def test_sigint_stops_after_a_saved_chunk_and_resume_finishes(tmp_path, uninterrupted):
@@ -138,24 +138,27 @@ def test_a_disk_that_fills_up_mid_sweep_loses_nothing_and_resumes(tmp_path, unin
     results.nc appears; with space again, the same command finishes identically."""
     import errno
 
-    from groksweep import store
+    from groksweep import files, store
 
-    real_fsync, calls = os.fsync, []
+    real_fsync, real_save, saved = os.fsync, store.ChunkStore.save, []
 
-    def fsync_until_full(fd):
-        calls.append(fd)
-        if len(calls) > 2:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real_fsync(fd)
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def save_until_full(self, key, arrays):
+        if len(saved) == 2:  # the disk fills up during the third chunk's write
+            monkeypatch.setattr(files.os, "fsync", full)
+        real_save(self, key, arrays)
+        saved.append(key)
 
     spec, out = write_spec(tmp_path), tmp_path / "out"
     args = ["run", str(spec), "--out", str(out), "--quiet", "--chunk-size", "8"]
-    monkeypatch.setattr(store.os, "fsync", fsync_until_full)
+    monkeypatch.setattr(store.ChunkStore, "save", save_until_full)
     assert main(args) == 1
     assert "No space left on device" in capsys.readouterr().err
     chunks = ChunkStore(out / "chunks", "")
     assert chunks.count() == 2 and not list((out / "chunks").glob(".*.tmp"))
     assert not (out / "results.nc").exists()
-    monkeypatch.setattr(store.os, "fsync", real_fsync)
+    monkeypatch.setattr(files.os, "fsync", real_fsync)
     assert main(args) == 0
     assert_same_results(out / "results.nc", uninterrupted)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 _HOME = {
     "Sweep": "groksweep.spec",
-    "SpecError": "groksweep.params",
+    "SpecError": "groksweep.errors",
     "prepare": "groksweep.engine",
     "run": "groksweep.engine",
     "grokking_time": "groksweep.phase",
@@ -23,11 +23,19 @@ _HOME = {
     "stage_times": "groksweep.phase",
 }
 
-__all__ = sorted(_HOME)
+__all__ = [
+    "SpecError",
+    "Sweep",
+    "grokking_time",
+    "prepare",
+    "reduce_seeds",
+    "run",
+    "stage_times",
+]
 
 if TYPE_CHECKING:
     from groksweep.engine import prepare, run
-    from groksweep.params import SpecError
+    from groksweep.errors import SpecError
     from groksweep.phase import grokking_time, reduce_seeds, stage_times
     from groksweep.spec import Sweep
 

@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from groksweep.errors import SpecError
 from groksweep.files import DirectoryInUse, DirectoryLock, append_line, remove_tree, write_atomic
-from groksweep.params import SpecError
 
 RESULTS, PHASE, SPEC, LOG, CHUNKS = "results.nc", "phase.nc", "spec.toml", "log.txt", "chunks"
 INTERRUPTED = 130
@@ -73,7 +73,8 @@ def _run(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
         reproducible=args.reproducible,
     )
     if stop.requested():
-        raise KeyboardInterrupt
+        print("groksweep: interrupted before training started; nothing was written", file=sys.stderr)
+        return INTERRUPTED
     first = jax.process_index() == 0
     lock = _claim(out, sweep.to_toml(), args.overwrite) if first else None
     if jax.process_count() > 1:
@@ -196,7 +197,8 @@ class _StopOnInterrupt:
             raise KeyboardInterrupt
         self._requested = True
         print(
-            "\ngroksweep: stopping after the current chunk is saved (Ctrl-C again to abort)",
+            "\ngroksweep: stopping before training, or after the current chunk is saved "
+            "(Ctrl-C again to abort)",
             file=sys.stderr,
         )
 
@@ -226,6 +228,7 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors as one line (a SpecError), not the whole usage text."""
 
     def error(self, message: str):
+
         raise SpecError(f"{message} (see {self.prog} --help)")
 
 

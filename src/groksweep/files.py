@@ -30,6 +30,13 @@ LOCK = ".lock"
 class OutputError(OSError):
     """A file could not be written; the message is one line naming the file and the reason."""
 
+    def __init__(self, code: int | None, message: str):
+        super().__init__(code, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
 
 def write_atomic(path: str | Path, content: bytes | Callable[[Path], None]) -> None:
     """Write ``content`` (bytes, or a function that writes a file at the path it is given) to
@@ -44,6 +51,7 @@ def write_atomic(path: str | Path, content: bytes | Callable[[Path], None]) -> N
         os.fchmod(fd, _FILE_MODE)  # mkstemp makes files private; results are ordinary files
         if callable(content):
             os.close(fd)
+            fd = -1
             content(tmp)
             fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
         else:
@@ -55,10 +63,12 @@ def write_atomic(path: str | Path, content: bytes | Callable[[Path], None]) -> N
     except BaseException as err:
         if fd >= 0:
             os.close(fd)
+        written = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)
         if isinstance(err, Exception):
             code = err.errno if isinstance(err, OSError) else None
-            raise OutputError(code, f"cannot write {path}: {_reason(err, path)}") from None
+            reason = _reason(err, path, written)
+            raise OutputError(code, f"cannot write {path}: {reason}") from None
         raise
 
 
@@ -92,19 +102,26 @@ def append_line(path: str | Path, line: str) -> None:
         os.close(fd)
 
 
-def _reason(err: BaseException, path: Path) -> str:
+def _reason(err: BaseException, path: Path, written: int = 0) -> str:
     """Why a write failed, in a few words. Libraries that write by name (netCDF, matplotlib)
-    report a full disk in their own terms; the free space tells it apart."""
+    report a full disk in their own terms (netCDF: "HDF error", even "Permission denied"): a
+    disk with less room left than the ``written`` bytes that went through before the failure
+    (and under 1 MiB at least) is taken as full."""
     if isinstance(err, OSError) and err.errno == errno.ELOOP:
         return "it is a symbolic link, and groksweep never writes through links"
-    if isinstance(err, OSError) and err.strerror:
-        return err.strerror
+    detail = err.strerror if isinstance(err, OSError) and err.strerror else None
+    if not (isinstance(err, OSError) and err.errno == errno.ENOSPC) and _nearly_full(
+        path.parent, written
+    ):
+        return f"{os.strerror(errno.ENOSPC)} ({detail or f'{type(err).__name__}: {err}'})"
+    return detail or f"{type(err).__name__}: {err}"
+
+
+def _nearly_full(directory: Path, written: int) -> bool:
     try:
-        if shutil.disk_usage(path.parent).free < 2**20:
-            return f"{os.strerror(errno.ENOSPC)} ({type(err).__name__}: {err})"
+        return shutil.disk_usage(directory).free < max(2**20, written)
     except OSError:
-        pass
-    return f"{type(err).__name__}: {err}"
+        return False
 
 
 class DirectoryLock:

@@ -23,11 +23,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from groksweep.errors import SpecError
+
+__all__ = ["Param", "SpecError", "human_bytes", "unknown_name_error"]
+
 Role = Literal["static", "padded", "traced", "seed", "alias"]
-
-
-class SpecError(ValueError):
-    """A sweep specification is invalid. The message is one line, fit for a terminal."""
 
 
 @dataclass(frozen=True)
