@@ -90,13 +90,13 @@ def test_a_locked_directory_is_refused_at_once_naming_the_holder(tmp_path, capsy
     assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing else was touched
 
 
-@pytest.mark.parametrize("trials", [2, pytest.param(20, marks=pytest.mark.slow)])
-def test_two_processes_started_together_never_corrupt_results(tmp_path, reference, trials):
+@pytest.mark.slow
+def test_two_processes_started_together_never_corrupt_results(tmp_path, reference):
     """Two identical commands on one directory: one trains and writes, the other is refused at
     once (or, started after the first finished, reads its chunks back); results.nc is always
     whole and right."""
     spec = spec_file(tmp_path)
-    for trial in range(trials):
+    for trial in range(20):
         out = tmp_path / f"out{trial}"
         command = RUN + [str(spec), "--out", str(out), "--quiet", *CHUNKS]
         procs = [
@@ -511,7 +511,15 @@ def test_structured_specs_of_any_type_are_a_sweep_or_one_spec_error(fields, para
         assert str(err) and "\n" not in str(err)
 
 
-@pytest.mark.parametrize("delay", [0.5, 1.0, 2.0, 3.5])
+@pytest.mark.parametrize(
+    "delay",
+    [
+        0.5,
+        pytest.param(1.0, marks=pytest.mark.slow),
+        2.0,
+        pytest.param(3.5, marks=pytest.mark.slow),
+    ],
+)
 def test_ctrl_c_during_start_up_is_a_clean_stop(tmp_path, delay):
     """SIGINT at any moment of start-up (imports, validation, planning, compiling) stops the
     command without a traceback: exit 130 and a line saying so, or, when the sweep had already

@@ -73,7 +73,9 @@ def _run(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
         reproducible=args.reproducible,
     )
     if stop.requested():
-        print("groksweep: interrupted before training started; nothing was written", file=sys.stderr)
+        print(
+            "groksweep: interrupted before training started; nothing was written", file=sys.stderr
+        )
         return INTERRUPTED
     first = jax.process_index() == 0
     lock = _claim(out, sweep.to_toml(), args.overwrite) if first else None
@@ -219,7 +221,10 @@ def _plot(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
         raise SpecError(
             f"{out} has no {' or '.join(missing)}; run `groksweep run SPEC --out {out}` first"
         )
-    for path in plot.figures_for(results.load(out / RESULTS), results.load(out / PHASE), out):
+    ds = results.load(out / RESULTS, kind="results")
+    ph = results.load(out / PHASE, kind="phase")
+    results.check_pair(ds, ph)
+    for path in plot.figures_for(ds, ph, out):
         print(f"wrote {path}")
     return 0
 
