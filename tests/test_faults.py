@@ -348,6 +348,7 @@ def test_saved_chunks_of_another_groksweep_version_are_recomputed(tmp_path, refe
     assert main(run_args(spec, out)) == 0
     log = (out / "log.txt").read_text()
     assert "read back" not in log and log.count("trained in") == 4
+    assert "removed 3 chunk files of other code" in log and len(list(out.glob("chunks/*"))) == 3
     assert_same_results(out / "results.nc", reference)
 
 

@@ -158,6 +158,7 @@ def run(
     if processes > 1 and store is None:
         raise SpecError("a sweep over several processes needs a chunk store (the CLI's --out)")
     elsewhere = []  # chunks other processes train, read back from the store at the end
+    keys = set()  # every chunk's key: other files in the store are stale
     chunk_numbers = itertools.count()
     runs_done = 0
     with tqdm(
@@ -170,6 +171,7 @@ def run(
         for i, (bucket, groups_per_chunk, block) in enumerate(buckets):
             for chunk in _chunks(bucket, groups_per_chunk):
                 key = store.key(bucket.shape, chunk.run_index, chunk.valid) if store else None
+                keys.add(key)
                 expect = _expected_shapes(sweep, chunk, len(times))
                 if next(chunk_numbers) % processes != me:
                     elsewhere.append((chunk, key, expect))
@@ -206,6 +208,10 @@ def run(
             if metrics is None:
                 raise SpecError(f"chunk {key} of another process is missing from {store.directory}")
             _scatter(chunk, metrics, outputs, diverged_at)
+    if store and me == 0:
+        removed = store.prune(keys)
+        if removed:
+            log(f"removed {removed} chunk files of other code that no rerun would read")
     return to_dataset(sweep, outputs, times, diverged_at)
 
 

@@ -69,6 +69,14 @@ class ChunkStore:
         np.savez(buffer, **arrays, **{CHECKSUM: np.array(_checksum(arrays))})
         write_atomic(self.directory / f"{key}.npz", buffer.getvalue())
 
+    def prune(self, keep: set[str]) -> int:
+        """Remove the chunk files whose key is not in ``keep`` (those of other code, which no
+        rerun of this code will read); return how many."""
+        stale = [path for path in self.files() if path.stem not in keep]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
     def files(self) -> list[Path]:
         return sorted(self.directory.glob("*.npz")) if self.directory.is_dir() else []
 
