@@ -25,7 +25,7 @@ import numpy as np
 
 from groksweep.errors import SpecError
 
-__all__ = ["Param", "SpecError", "human_bytes", "unknown_name_error"]
+__all__ = ["MAX_STEPS", "Param", "SpecError", "human_bytes", "unknown_name_error"]
 
 Role = Literal["static", "padded", "traced", "seed", "alias"]
 
@@ -114,6 +114,10 @@ METHOD = Param(
     "or auto (spectral where it applies)",
     choices=("auto", "step", "spectral"),
 )
+MAX_STEPS = {"step": 2**31 - 1, "spectral": 2**53}
+"""The largest step count of each method: gradient steps loop in an int32 counter (and 2^31
+steps of even the smallest model take hours); the spectral method's closed form takes the count
+as a float, exact up to 2^53 in float64."""
 PRECISION = Param(
     str,
     "float32",

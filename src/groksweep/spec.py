@@ -33,7 +33,16 @@ import tomli_w
 
 from groksweep.measures import MEASURE_PARAMS, check_measures, recorded
 from groksweep.optim import OPTIMIZER_PARAMS
-from groksweep.params import DTYPE, METHOD, PRECISION, SEED, Param, SpecError, unknown_name_error
+from groksweep.params import (
+    DTYPE,
+    MAX_STEPS,
+    METHOD,
+    PRECISION,
+    SEED,
+    Param,
+    SpecError,
+    unknown_name_error,
+)
 from groksweep.tasks import Task, get_task
 
 FIELDS = ("task", "steps", "log_points", "eps", "measures", "params", "axes")
@@ -44,10 +53,6 @@ MAX_RUNS = 2**18
 """The most runs one sweep may hold: the run table alone takes about 1.5 KiB a run."""
 MAX_LOG_POINTS = 10**5
 """The most evaluations a run may record."""
-MAX_STEPS = {"step": 2**31 - 1, "spectral": 2**53}
-"""The largest step count of each method: gradient steps loop in an int32 counter (and 2^31
-steps of even the smallest model take hours); the spectral method's closed form takes the count
-as a float, exact up to 2^53 in float64."""
 STEPS = Param(int, 0, "static", "", ge=1, le=MAX_STEPS["spectral"])
 LOG_POINTS = Param(int, 0, "static", "", ge=1, le=MAX_LOG_POINTS)
 

@@ -12,7 +12,14 @@ A bucket's random draws are one small program, ``jit(vmap(task.sample))`` of the
         or vmap over the block's log points:          # method "spectral"
             model = per_run(task.jump)(initial model, log point)
         metrics = vmap over the block(per_run(task.evaluate))
-    diverged_at = first log point with non-finite loss or weights
+    first non-finite = index of the first log point with a non-finite loss or weights
+
+Evaluation steps are int64 on the host, where they label the results and where the index of the
+first non-finite log point becomes ``diverged_at``. The program receives them as int32 for the
+method "step" (a loop of gradient steps; the spec refuses more than 2**31 - 1 steps), and in the
+run's float dtype for "spectral", whose jumps take any count: float64 holds every integer up to
+2**53 exactly, and float32 rounds a count past 2**24 by at most 6e-8 relative, as its arithmetic
+rounds n log(1 - q) anyway.
 
 ``per_run`` is the one place where single-run functions are batched: ``vmap`` over groups, over
 the families of a group, then over the runs of a family. A family's data enters the innermost
@@ -22,6 +29,8 @@ log points at once does the same for the evaluations of thin models.
 Hyperparameters and log points are traced arrays, so new values of lr, gamma, alpha, noise,
 steps, ... reuse the compiled program; only a new shape (bucket, chunk size, block, number of
 log points or thresholds) compiles again. The group axis is sharded over all local devices.
+Compiled programs are cached by the task's :func:`~groksweep.tasks.base.task_identity` and the
+shape, so a task whose code changed (or was registered anew) compiles its own program.
 """
 
 from __future__ import annotations
@@ -40,8 +49,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from groksweep.measures import compute, needs_initial_model
 from groksweep.optim import make_optimizer
+from groksweep.params import MAX_STEPS
 from groksweep.plan import Bucket
-from groksweep.tasks import Task, get_task
+from groksweep.tasks import Task
+from groksweep.tasks.base import task_identity
 
 _traces = 0
 _block_hook: list[Callable[[int], None]] = []
@@ -62,23 +73,26 @@ def train(
     block: int = 1,
 ) -> dict[str, np.ndarray]:
     """Train every run of ``bucket``; each metric comes back as
-    (groups, families, slots, time, ...), and ``diverged_at`` as (groups, families, slots): the
-    first evaluation step at which the run's loss or weights were not finite, -1 for runs that
-    did not diverge.
+    (groups, families, slots, time, ...), and ``diverged_at`` as (groups, families, slots), int64:
+    the first evaluation step at which one of the run's losses (every recorded metric named
+    ``*_loss``) or its weights were not finite, -1 for runs that did not diverge.
 
-    ``times`` are the evaluation steps, starting at 0; ``block`` of them are evaluated at once
-    (see :func:`groksweep.engine.chunked`). ``on_block(steps)`` is called from the running
-    program after each block with the number of steps it took. The number of groups must be a
+    ``times`` are the evaluation steps (integers, starting at 0, at most :data:`groksweep.params.MAX_STEPS` of the
+    bucket's method; a ValueError otherwise); ``block`` of them are evaluated at once (see
+    :func:`groksweep.engine.chunked`). ``on_block(steps)`` is called from the running program
+    after each block with the number of steps it took. The number of groups must be a
     multiple of the number of local devices (see :func:`device_count`). ``measures`` names the
     progress measures (:mod:`groksweep.measures`) recorded beside the task's metrics.
     """
     shape = dict(bucket.shape)
     dtype = _float_dtype(shape)
+    times = np.asarray(times, np.int64)
+    _check_steps(times, shape["method"])
     with jax.enable_x64(dtype == jnp.float64):
         by_group = NamedSharding(_mesh(), PartitionSpec("groups"))
         # The draws come from a program of their own: inside the training program XLA would
         # fuse their generation into each of their uses, drawing a family's data once per family.
-        draws = _sampler(task.name, bucket.shape)(jax.device_put(bucket.seeds, by_group))
+        draws = _sampler(task, bucket.shape)(jax.device_put(bucket.seeds, by_group))
         hparams = {
             name: jax.device_put(_hparam_array(task, name, values, dtype), by_group)
             for name, values in bucket.hparams.items()
@@ -88,19 +102,43 @@ def train(
         later = times[1:]
         blocks = -(-len(later) // block)
         targets = np.concatenate([later, np.full(blocks * block - len(later), later[-1])])
-        targets = jnp.asarray(targets.reshape(blocks, block), jnp.int32)
-        program = _program(task.name, bucket.shape, on_block is not None, tuple(measures))
-        _block_hook.append(on_block or (lambda steps: None))
+        targets = targets.reshape(blocks, block)
+        step_type = jnp.int32 if shape["method"] == "step" else dtype
+        program = _program(task, bucket.shape, on_block is not None, tuple(measures))
+        _block_hook.append(_block_reporter(on_block, targets[:, -1]))
         try:
             # JAX computes float32 products in TF32 on recent GPUs unless told otherwise.
             with jax.default_matmul_precision(shape["precision"]):
-                metrics, diverged_at = jax.device_get(
-                    program(draws, hparams, targets, jnp.asarray(eps, dtype))
+                metrics, first = jax.device_get(
+                    program(
+                        draws, hparams, jnp.asarray(targets, step_type), jnp.asarray(eps, dtype)
+                    )
                 )
         finally:
             _block_hook.pop()
     out = {name: np.moveaxis(value[: len(times)], 0, 3) for name, value in metrics.items()}
-    return out | {"diverged_at": np.asarray(diverged_at)}
+    # The exact step, from the host's int64 times: the program's own copy may be rounded.
+    diverged_at = np.where(first < len(times), times[np.minimum(first, len(times) - 1)], -1)
+    return out | {"diverged_at": diverged_at.astype(np.int64)}
+
+
+def _check_steps(times: np.ndarray, method: str) -> None:
+    """Refuse evaluation steps the method's program cannot receive exactly; the spec refuses
+    them first, this guard keeps a bypass from wrapping or rounding them silently."""
+    if times.min() < 0 or times.max() > MAX_STEPS[method]:
+        raise ValueError(
+            f"evaluation steps must lie in [0, {MAX_STEPS[method]}] for method {method!r}, "
+            f"got up to {times.max()}"
+        )
+
+
+def _block_reporter(on_block: Callable[[int], None] | None, ends: np.ndarray) -> Callable:
+    """The host's side of the progress callback: the program reports a block's index, and the
+    steps it took come from the host's int64 ``ends`` of the blocks, exact for every method."""
+    if on_block is None:
+        return lambda index: None
+    steps = np.diff(ends, prepend=0)
+    return lambda index: on_block(int(steps[index]))
 
 
 def device_count() -> int:
@@ -127,12 +165,28 @@ def state_bytes(
 ) -> StateBytes:
     """The bytes of :class:`StateBytes` for ``bucket``; nothing is compiled."""
     hparam_names = tuple(bucket.hparams)
-    return _state_bytes(task.name, bucket.shape, hparam_names, n_times, n_eps, tuple(measures))
+    return _state_bytes(task, bucket.shape, hparam_names, n_times, n_eps, tuple(measures))
 
 
-@functools.lru_cache(maxsize=None)
+def _cached_by_identity(build: Callable) -> Callable:
+    """Cache ``build(task, *key)`` on ``(task_identity(task), *key)``: not on the task's name,
+    whose class may be registered anew (fixed) in the same process, and without the registry.
+    The first task of an identity is the one the cached value uses."""
+    cache: dict[tuple, Any] = {}
+
+    @functools.wraps(build)
+    def cached(task: Task, *key: Any) -> Any:
+        full_key = (task_identity(task), *key)
+        if full_key not in cache:
+            cache[full_key] = build(task, *key)
+        return cache[full_key]
+
+    return cached
+
+
+@_cached_by_identity
 def _state_bytes(
-    task_name: str,
+    task: Task,
     shape_items: tuple[tuple[str, Any], ...],
     hparam_names: tuple[str, ...],
     n_times: int,
@@ -142,7 +196,7 @@ def _state_bytes(
     """:func:`state_bytes`, cached by shape: tracing the shapes costs tens of milliseconds, as
     much as a whole short spectral sweep."""
     shape = dict(shape_items)
-    task = get_task(task_name).bind(shape)
+    task = task.bind(shape)
     dtype = _float_dtype(shape)
     with jax.enable_x64(dtype == jnp.float64):
         hp = {
@@ -236,30 +290,36 @@ def _evaluate(task: Task, measures: tuple[str, ...], data: dict, state: dict, ep
     return metrics
 
 
-@functools.lru_cache(maxsize=None)
-def _sampler(task_name: str, shape_items: tuple[tuple[str, Any], ...]) -> Callable:
+@_cached_by_identity
+def _sampler(task: Task, shape_items: tuple[tuple[str, Any], ...]) -> Callable:
     """The compiled draws of a bucket's groups, from their seeds."""
     shape = dict(shape_items)
-    task = get_task(task_name).bind(shape)
+    task = task.bind(shape)
     dtype = _float_dtype(shape)
     return jax.jit(jax.vmap(lambda seed: task.sample(jax.random.key(seed), shape, dtype)))
 
 
-@functools.lru_cache(maxsize=None)
+@_cached_by_identity
 def _program(
-    task_name: str,
+    task: Task,
     shape_items: tuple[tuple[str, Any], ...],
     report: bool,
     measures: tuple[str, ...],
 ) -> Callable:
     """The compiled program of a bucket; ``report`` adds the host callback that feeds the
-    progress bar (JAX's persistent cache skips programs with callbacks)."""
+    progress bar (JAX's persistent cache skips programs with callbacks).
+
+    It returns the metrics (time first) and, per run, the index of the first log point with a
+    non-finite loss or weights (one past the last log point if none), from which metrics are NaN.
+    ``targets`` are the log points after time 0 as (blocks, block): int32 steps for the method
+    "step", counts in the float dtype for "spectral" (see the module docstring)."""
     shape = dict(shape_items)
-    task = get_task(task_name).bind(shape)
+    task = task.bind(shape)
 
     spectral = shape["method"] == "spectral"
 
     def jump(data, state, n_steps):
+        # n_steps: an integer count in the run's float dtype.
         return task.jump(state["model"], {**data, **state["run"]}, state["hp"], n_steps)
 
     def advance(data, state, n_steps):
@@ -293,43 +353,44 @@ def _program(
             return (state, target), state["model"]
 
         def observe(state, model):
-            """Metrics of one log point, and whether the run's loss and weights are finite."""
+            """Metrics of one log point, and whether the run's losses and weights are finite."""
             state = state | {"model": model}
             metrics = _per_run(evaluate)(draws, shared, state, eps)
-            finite = _per_run(_finite)(draws, shared, state) & jnp.isfinite(metrics["train_loss"])
+            finite = _per_run(_finite)(draws, shared, state) & _losses_finite(metrics)
             return metrics, finite
 
-        def block(carry, targets):
+        def block(carry, xs):
             """Advance through a block of log points, then evaluate them all at once: the
             evaluations of a block batch into matrix products ``block`` times wider. A spectral
             jump goes to every log point of the block straight from the initial model, so the
             block's jumps are one matrix product too."""
-            start = carry[1]
+            targets, index = xs
             if spectral:
                 models = jax.vmap(lambda n: _per_run(jump)(draws, shared, state, n))(targets)
                 carry = (state, targets[-1])
             else:
                 carry, models = lax.scan(advance_to, carry, targets)
             if report:
-                jax.debug.callback(_report_block, targets[-1] - start)
+                # The block's index: the host knows its steps exactly (see _block_reporter).
+                jax.debug.callback(_report_block, index)
             return carry, jax.vmap(functools.partial(observe, carry[0]))(models)
 
         # Time 0 beside setup, where XLA computes both alike: a centred predictor is then
         # exactly 0, not rounding noise (which would break its argmax ties).
         initial = observe(state, state["model"])
-        _, later = lax.scan(block, (state, jnp.int32(0)), targets)
+        start = (state, jnp.zeros((), targets.dtype))
+        _, later = lax.scan(block, start, (targets, jnp.arange(len(targets))))
         flat = lambda a: a.reshape(-1, *a.shape[2:])  # noqa: E731
         metrics, finite = jax.tree.map(
             lambda a, b: jnp.concatenate([a[None], flat(b)]), initial, later
         )
         # A run is diverged from its first evaluation with non-finite loss or weights on.
-        times = jnp.concatenate([jnp.zeros(1, targets.dtype), targets.ravel()])
-        index = jnp.arange(len(times)).reshape(-1, 1, 1, 1)
-        first = jnp.min(jnp.where(finite, len(times), index), axis=0)
-        diverged_at = jnp.where(first < len(times), times[jnp.minimum(first, len(times) - 1)], -1)
+        n_times = 1 + targets.size
+        index = jnp.arange(n_times).reshape(-1, 1, 1, 1)
+        first = jnp.min(jnp.where(finite, n_times, index), axis=0)
         gone = index >= first
         metrics = jax.tree.map(lambda m: jnp.where(_expand(gone, m), jnp.nan, m), metrics)
-        return metrics, diverged_at
+        return metrics, first
 
     return jax.jit(program)
 
@@ -350,10 +411,21 @@ def _finite(data: dict, state: dict) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
 
 
+def _losses_finite(metrics: dict) -> jax.Array:
+    """Whether each run's recorded losses (metrics named ``*_loss``, all their entries) are
+    finite: a test loss can overflow while the train loss does not. (groups, families, slots)"""
+    finite = [
+        jnp.all(jnp.isfinite(m).reshape(*m.shape[:3], -1), axis=-1)
+        for name, m in metrics.items()
+        if name.endswith("_loss")
+    ]
+    return functools.reduce(jnp.logical_and, finite, jnp.bool_(True))
+
+
 def _expand(mask: jax.Array, like: jax.Array) -> jax.Array:
     """``mask`` (groups, families, slots) broadcast against a (..., time?, extra) metric."""
     return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
 
 
-def _report_block(n_steps: Any) -> None:
-    _block_hook[-1](int(n_steps))
+def _report_block(index: Any) -> None:
+    _block_hook[-1](int(index))

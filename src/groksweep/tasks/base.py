@@ -288,7 +288,8 @@ def task_identity(task: Task) -> str:
 def _code_of(klass: type) -> bytes:
     module = sys.modules.get(klass.__module__)
     try:
-        linecache.checkcache()  # a module edited on disk since it was imported
+        # A module edited on disk since it was read: drop linecache's stale copy.
+        linecache.checkcache(getattr(module, "__file__", None))
         return inspect.getsource(module).encode() if module else b""
     except (OSError, TypeError):
         # Defined where no source is kept (python -c, exec): the bytecode of its methods.

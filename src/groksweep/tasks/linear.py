@@ -129,7 +129,8 @@ class Linear(Task):
 
     def jump(self, model, data, hp, n_steps):
         """Exact gradient descent in the eigenbasis of Sigma: each direction obeys
-        D <- (1 - q) D + c with q = lr (2 nu / d_out + gamma), c = lr (2 e / d_out - gamma T)."""
+        D <- (1 - q) D + c with q = lr (2 nu / d_out + gamma), c = lr (2 e / d_out - gamma T).
+        ``n_steps`` is an integer count, as the trainer passes it: in the model's float dtype."""
         v = data["eigvecs"]
         lr, gamma, d_out = hp["lr"], hp["gamma"], hp["d_out"].astype(model.dtype)
         q = (lr * (2.0 * data["eigvals"] / d_out + gamma))[:, None]
@@ -153,12 +154,18 @@ class Linear(Task):
 
 
 def geometric_powers(q: Array, n: Array) -> tuple[Array, Array]:
-    """``(1 - q)**n`` and ``sum_{k<n} (1 - q)**k``, accurate for q near 0 (where 1 - q rounds
-    to 1) and exact for oscillating 1 < q < 2."""
-    n_float = n.astype(q.dtype)
+    """``(1 - q)**n`` and ``sum_{k<n} (1 - q)**k`` for an integer count ``n`` (an integer or
+    integer-valued float array: the trainer passes it in q's dtype, exact up to 2**53 in
+    float64), accurate for q near 0 (where 1 - q rounds to 1) and exact for oscillating
+    1 < q < 2."""
+    n_float = jnp.asarray(n).astype(q.dtype)
     small = q < 1
     log_r = jnp.log1p(-jnp.where(small, q, 0.0))
-    decay = jnp.where(small, jnp.exp(n_float * log_r), jnp.power(1.0 - q, n))
+    # For q >= 1 the base 1 - q is <= 0: its power is |1 - q|**n with the parity sign of n,
+    # written out rather than left to pow's handling of a negative base on each backend.
+    parity = 1.0 - 2.0 * jnp.fmod(n_float, 2.0)
+    oscillating = parity * jnp.power(jnp.abs(1.0 - q), n_float)
+    decay = jnp.where(small, jnp.exp(n_float * log_r), oscillating)
     safe_q = jnp.where(q == 0, 1.0, q)
     total = jnp.where(small, -jnp.expm1(n_float * log_r) / safe_q, (1.0 - decay) / safe_q)
     return decay, jnp.where(q == 0, n_float, total)
