@@ -36,6 +36,9 @@ import pytest
 import groksweep as gs
 from groksweep import theory
 
+# Trains the paper's grids at d_in = 200 (about a minute on a 2-core CPU): the slow tier.
+pytestmark = pytest.mark.slow
+
 D_IN, LR, EPS, N_TEST = 400, 0.01, 1e-3, 2000
 LAMS, GAMMAS, D_OUTS, SEEDS = (0.3, 0.7, 1.5), (0.0, 1e-2), (1, 10), tuple(range(12))
 MIN_MODES, LOSS_FLOOR, SYSTEMATIC, SIGMAS = 100.0, 1e-6, 0.02, 3.0
