@@ -43,7 +43,7 @@ from groksweep.params import (
     SpecError,
     unknown_name_error,
 )
-from groksweep.tasks import Task, get_task
+from groksweep.tasks import Task, get_task, register_task
 
 FIELDS = ("task", "steps", "log_points", "eps", "measures", "params", "axes")
 
@@ -61,7 +61,10 @@ LOG_POINTS = Param(int, 0, "static", "", ge=1, le=MAX_LOG_POINTS)
 class Sweep:
     """A grid of runs of one task. Validated on construction; raises :class:`SpecError`."""
 
-    task: str
+    task: str | Task
+    """A task, or its name: registered, ``"module:attribute"``, or a plugin's entry point
+    (:mod:`groksweep.tasks.registry`). A task object is registered under its name, which the
+    field then holds."""
     params: Mapping[str, Any] = field(default_factory=dict)
     axes: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     steps: int = 10_000
@@ -70,9 +73,12 @@ class Sweep:
     measures: Sequence[str] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.task, str):
-            raise SpecError(f"task must be the name of a task, got {self.task!r:.60}")
         task = get_task(self.task)
+        if isinstance(self.task, Task):
+            # Registered, so that the spec text this sweep writes names a task that reads back.
+            register_task(task, replace=True)
+            object.__setattr__(self, "task", task.name)
+        object.__setattr__(self, "_task", task)
         declared = declared_params(task)
         given = {field: _table(field, getattr(self, field)) for field in ("params", "axes")}
         params = {
@@ -150,7 +156,8 @@ class Sweep:
     # --- the grid -----------------------------------------------------------------------------
     @property
     def task_def(self) -> Task:
-        return get_task(self.task)
+        """The task object the sweep runs."""
+        return self._task
 
     @property
     def metrics(self) -> dict[str, tuple[str, ...]]:
@@ -182,20 +189,24 @@ class Sweep:
         return log_schedule(self.steps, self.log_points)
 
 
+ENGINE_PARAMS: dict[str, Param] = {
+    "seed": SEED,
+    "dtype": DTYPE,
+    "method": METHOD,
+    "precision": PRECISION,
+    **OPTIMIZER_PARAMS,
+    **MEASURE_PARAMS,
+}
+"""The parameters of every sweep, whatever its task; a task declares only its own."""
+
+
 def declared_params(task: Task) -> dict[str, Param]:
-    """Every parameter a sweep of ``task`` may set: engine, optimizer and task parameters."""
+    """Every parameter a sweep of ``task`` may set: the engine's (with the task's optimizer
+    defaults) and the task's."""
     return {
-        "seed": SEED,
-        "dtype": DTYPE,
-        "method": METHOD,
-        "precision": PRECISION,
-        **{
-            name: replace(param, default=task.optimizer_defaults.get(name, param.default))
-            for name, param in OPTIMIZER_PARAMS.items()
-        },
-        **MEASURE_PARAMS,
-        **task.params,
-    }
+        name: replace(param, default=task.optimizer_defaults.get(name, param.default))
+        for name, param in ENGINE_PARAMS.items()
+    } | task.params
 
 
 def log_schedule(steps: int, log_points: int) -> np.ndarray:
