@@ -17,6 +17,7 @@ import numpy as np
 
 import groksweep as gs
 from groksweep import plot, theory
+from groksweep import theory_grid as tg
 
 LAMS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.1, 1.3, 1.5]
 CURVES = [0.1, 0.9, 1.5]
@@ -47,27 +48,26 @@ def main() -> None:
     )
     spec = gs.Sweep.from_toml(args.spec) if args.spec else sweep(args.full)
     ds, phase = rp.train(spec, args)
-    curves, theory_phase = rp.theory_on_grid(ds)
+    curves, theory_phase = tg.theory_on_grid(ds)
     rp.save_theory(args, curves, theory_phase)
 
     fig, axes = rp.panels(3)
     (loss_ax, acc_ax, dt_ax) = axes[0]
     rp.curves_panels(ds, curves, (loss_ax, acc_ax), "lam", [v for v in CURVES if v in ds["lam"]])
     dense = np.concatenate([np.linspace(0.05, 0.95, 91), np.linspace(0.955, 0.98, 6)])
-    exact = rp.theory_times(lam=dense, eps=ds["eps"].values)["delta_t"]
+    exact = tg.theory_times(lam=dense, eps=ds["eps"].values)["delta_t"]
     eq11 = theory.delta_t_asymptotic(dense)
     eq11 = exact.isel(eps=0, drop=True).copy(data=eq11)
     plot.delta_t_curve(phase, "lam", ax=dt_ax, theory={"theory (exact)": exact, "eq. 11": eq11})
     dt_ax.set(yscale="log", xscale="linear", xticks=np.arange(0, 1.51, 0.25), xlim=(0, 1.6))
     dt_ax.set_xticklabels([f"{v:g}" for v in np.arange(0, 1.51, 0.25)])
     dt_ax.set_title("grokking time difference")
-    d_in = rp.results.sweep_of(ds).params["d_in"]
+    d_in = int(tg.run_parameters(ds, ("d_in",))["d_in"])
     fig.suptitle(
         f"Fig. 1: grokking against λ (d_in = {d_in}, d_out = 1, lr = 0.01, "
         f"{ds.sizes['seed']} seeds; theory black)"
     )
 
-    at_eval = rp.theory_curves(ds["time"].values, **rp.grid_parameters(ds), eps=ds["eps"])
     tables = [
         rp.grokking_table(
             phase,
@@ -109,9 +109,8 @@ def main() -> None:
         )
     )
     tables.append(
-        rp.loss_agreement(
+        rp.loss_table(
             ds,
-            at_eval,
             "lam",
             "Losses: |seed-mean trained / theory − 1| "
             "at the evaluation times (theory loss > 1e-6 × initial)",

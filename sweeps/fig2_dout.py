@@ -17,6 +17,7 @@ import _reproduce as rp
 import numpy as np
 
 import groksweep as gs
+from groksweep import theory_grid as tg
 
 LAMS = [0.5, 0.7, 0.9]
 CURVE_LAM = 0.9
@@ -42,7 +43,7 @@ def sweep(full: bool) -> gs.Sweep:
 def main() -> None:
     args = rp.arguments("fig2", __doc__.splitlines()[0])
     ds, phase = rp.train(sweep(args.full), args)
-    curves, theory_phase = rp.theory_on_grid(ds)
+    curves, theory_phase = tg.theory_on_grid(ds)
     rp.save_theory(args, curves, theory_phase)
 
     fig, axes = rp.panels(3)
@@ -50,11 +51,11 @@ def main() -> None:
     rp.curves_panels(ds, curves, (loss_ax, acc_ax), "d_out", CURVES, lam=CURVE_LAM)
     loss_ax.set_title(f"loss at λ = {CURVE_LAM} (train dashed, test solid)")
     dense = np.unique(np.round(np.geomspace(1, 1000, 61)))
-    dense_dt = rp.theory_times(lam=ds["lam"].values, d_out=dense)["delta_t"]
-    d_in = rp.results.sweep_of(ds).params["d_in"]
+    dense_dt = tg.theory_times(lam=ds["lam"].values, d_out=dense)["delta_t"]
+    d_in = int(tg.run_parameters(ds, ("d_in",))["d_in"])
     finite = {
         lam: np.array(
-            [np.subtract(*rp.finite_size_times(d_in, lam=lam, d_out=d)[::-1]) for d in dense]
+            [np.subtract(*tg.finite_size_times(d_in, lam=lam, d_out=d)[::-1]) for d in dense]
         )
         for lam in ds["lam"].values
     }
@@ -129,7 +130,7 @@ def main() -> None:
         )
     ]
     for lam in ds["lam"].values:
-        corrected = [rp.finite_size_times(d_in, lam=lam, d_out=d) for d in ds["d_out"].values]
+        corrected = [tg.finite_size_times(d_in, lam=lam, d_out=d) for d in ds["d_out"].values]
         corrected = rp.xr.Dataset(
             {k: ("d_out", v) for k, v in zip(("t_train", "t_test"), np.array(corrected).T)},
             coords={"d_out": ds["d_out"].values},

@@ -18,6 +18,7 @@ import numpy as np
 
 import groksweep as gs
 from groksweep import theory
+from groksweep import theory_grid as tg
 
 LAMS = [0.3, 0.5, 0.7, 0.9]
 GAMMAS = [1e-6, 1e-5, 1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 3e-2]
@@ -44,7 +45,7 @@ def sweep(full: bool) -> gs.Sweep:
 def main() -> None:
     args = rp.arguments("fig3", __doc__.splitlines()[0])
     ds, phase = rp.train(sweep(args.full), args)
-    curves, theory_phase = rp.theory_on_grid(ds)
+    curves, theory_phase = tg.theory_on_grid(ds)
     rp.save_theory(args, curves, theory_phase)
 
     fig, axes = rp.panels(3)
@@ -52,7 +53,7 @@ def main() -> None:
     rp.curves_panels(ds, curves, (loss_ax, acc_ax), "gamma", CURVES, lam=CURVE_LAM)
     loss_ax.set_title(f"loss at λ = {CURVE_LAM} (train dashed, test solid)")
     dense = np.geomspace(1e-6, 1e-1, 121)
-    dense_times = rp.theory_times(lam=ds["lam"].values, gamma=dense)
+    dense_times = tg.theory_times(lam=ds["lam"].values, gamma=dense)
     shade = rp.Line2D([], [], color="0.6", lw=6, alpha=0.5, label="test accuracy saturates < 95%")
     rp.family_delta_t(
         dt_ax,
@@ -72,7 +73,7 @@ def main() -> None:
         xlim=(dense[0], dense[-1]),
         title="Δt against γ (grey: no grokking, per λ)",
     )
-    d_in = rp.results.sweep_of(ds).params["d_in"]
+    d_in = int(tg.run_parameters(ds, ("d_in",))["d_in"])
     fig.suptitle(
         f"Fig. 3: grokking against weight decay γ (d_in = {d_in}, d_out = 1, "
         f"lr = 0.01, ε = 1e-3, {ds.sizes['seed']} seeds; theory black)"
@@ -95,7 +96,7 @@ def main() -> None:
         never = np.isnan(dense_times["t_test"].sel(lam=lam).values)
         edge = dense[np.argmax(never)] if never.any() else np.nan
         plateau = theory.losses(
-            np.inf, rp.grid_parameters(ds)["lam"].sel(lam=lam).item(), gamma=dense
+            np.inf, tg.grid_parameters(ds)["lam"].sel(lam=lam).item(), gamma=dense
         )[1]
         crossing = dense[np.argmax(plateau > threshold)]
         for gamma in (1e-3, 1e-2):
@@ -133,7 +134,7 @@ def main() -> None:
     eq15_rows = []
     for lam in ds["lam"].values:
         for gamma in (0.0, 1e-4, 1e-3):
-            exact = rp.theory_times(lam=lam, gamma=gamma)["delta_t"].item()
+            exact = tg.theory_times(lam=lam, gamma=gamma)["delta_t"].item()
             eq15_rows.append(
                 [
                     f"{lam:g}",

@@ -19,6 +19,7 @@ import numpy as np
 
 import groksweep as gs
 from groksweep import theory
+from groksweep import theory_grid as tg
 
 LAMS = [0.5, 0.9]
 CURVE_LAM = 0.9
@@ -46,9 +47,9 @@ def sweep(full: bool) -> gs.Sweep:
 def main() -> None:
     args = rp.arguments("fig5", __doc__.splitlines()[0])
     ds, phase = rp.train(sweep(args.full), args, level=LEVEL)
-    curves, theory_phase = rp.theory_on_grid(ds, level=LEVEL)
+    curves, theory_phase = tg.theory_on_grid(ds, level=LEVEL)
     rp.save_theory(args, curves, theory_phase)
-    lam = float(rp.grid_parameters(ds)["lam"].sel(lam=CURVE_LAM))  # effective lam
+    lam = float(tg.grid_parameters(ds)["lam"].sel(lam=CURVE_LAM))  # effective lam
 
     fig, axes = rp.panels(3)
     train_ax, test_ax, ratio_ax = axes[0]
@@ -104,8 +105,8 @@ def main() -> None:
         ax.legend(fontsize="small", loc="lower left")
 
     eps = np.geomspace(1e-1, 1e-16, 200)
-    dense = rp.theory_times(
-        lam=[rp.grid_parameters(ds)["lam"].sel(lam=v).item() for v in LAMS], eps=eps, level=LEVEL
+    dense = tg.theory_times(
+        lam=[tg.grid_parameters(ds)["lam"].sel(lam=v).item() for v in LAMS], eps=eps, level=LEVEL
     )["delta_t"]
     summary = gs.reduce_seeds(phase)
     rows = []
@@ -163,7 +164,7 @@ def main() -> None:
         title="small-ε asymptotes against the exact Δt",
     )
     ratio_ax.legend(fontsize="small", ncol=1, loc="upper right")
-    d_in = rp.results.sweep_of(ds).params["d_in"]
+    d_in = int(tg.run_parameters(ds, ("d_in",))["d_in"])
     fig.suptitle(
         f"Fig. 5: late-time asymptotics (d_in = {d_in}, d_out = 1, lr = 0.01, "
         f"{ds.sizes['seed']} seeds; exact theory black)"

@@ -19,6 +19,7 @@ import numpy as np
 
 import groksweep as gs
 from groksweep import theory
+from groksweep import theory_grid as tg
 
 LAMS = [0.5, 0.9]
 NOISE = [0.0, 0.01, 0.03, 0.1, 0.3]
@@ -45,7 +46,7 @@ def sweep(full: bool) -> gs.Sweep:
 def main() -> None:
     args = rp.arguments("fig6", __doc__.splitlines()[0])
     ds, phase = rp.train(sweep(args.full), args)
-    curves, theory_phase = rp.theory_on_grid(ds)
+    curves, theory_phase = tg.theory_on_grid(ds)
     rp.save_theory(args, curves, theory_phase)
 
     fig, axes = rp.panels(3)
@@ -59,7 +60,7 @@ def main() -> None:
     final = ds.isel(time=-1).median("seed")
     sigma2 = np.asarray(NOISE[1:]) ** 2
     dense = np.geomspace(sigma2[0] / 2, sigma2[-1] * 2, 100)
-    lam_eff = rp.grid_parameters(ds)["lam"]
+    lam_eff = tg.grid_parameters(ds)["lam"]
     for colour, lam in zip(("tab:purple", "tab:orange"), LAMS):
         at = final.sel(lam=lam, noise=NOISE[1:])
         end_ax.plot(sigma2, at["train_loss"], "v", color=colour, label=f"trained train, λ = {lam}")
@@ -84,7 +85,7 @@ def main() -> None:
         ylabel=f"loss at step {int(ds['time'][-1])}",
         title="late-time losses",
     )
-    d_in = rp.results.sweep_of(ds).params["d_in"]
+    d_in = int(tg.run_parameters(ds, ("d_in",))["d_in"])
     fig.suptitle(
         f"Fig. 6: label noise (d_in = {d_in}, d_out = 1, lr = 0.01, ε = {EPS:g}, "
         f"{ds.sizes['seed']} seeds; theory black)"

@@ -21,6 +21,7 @@ from matplotlib import ticker
 
 import groksweep as gs
 from groksweep import plot
+from groksweep import theory_grid as tg
 
 FIXED_LAM = 0.7
 GRID = 40
@@ -67,7 +68,7 @@ def main() -> None:
     args = rp.arguments("fig7", __doc__.splitlines()[0])
     start = time.perf_counter()
     theory_maps = [
-        rp.theory_times(**{y: THEORY_AXES[y], x: THEORY_AXES[x]}, **fixed) for x, y, fixed in MAPS
+        tg.theory_times(**{y: THEORY_AXES[y], x: THEORY_AXES[x]}, **fixed) for x, y, fixed in MAPS
     ]
     theory_seconds = time.perf_counter() - start
     print(f"theory: 3 maps of {GRID} x {GRID} points in {theory_seconds:.2f} s")
@@ -79,7 +80,7 @@ def main() -> None:
     ):
         tag = f"{y}_{x}"
         ds, phase = rp.train(sweep, args, tag=tag)
-        rp.save_theory(args, rp.theory_on_grid(ds)[0], theory_map, tag=tag)
+        rp.save_theory(args, tg.theory_on_grid(ds)[0], theory_map, tag=tag)
         trained = gs.reduce_seeds(phase)["delta_t_median"].isel(eps=0)
         norm = plot.shared_norm(trained.values, theory_map["delta_t"].values)
         where = ", ".join(f"{plot.label(n)} = {v:g}" for n, v in fixed.items())
@@ -129,7 +130,7 @@ def tidy(ax, which: str, name: str) -> None:
 def map_table(phase, theory_map, x, y, fixed, sweep) -> str:
     """Agreement of one trained map with the theory at the trained grid points."""
     summary = gs.reduce_seeds(phase).isel(eps=0)
-    exact = rp.theory_times(
+    exact = tg.theory_times(
         **{y: np.asarray(sweep.axes[y], float), x: np.asarray(sweep.axes[x], float)}, **fixed
     )
     trained = summary["delta_t_median"].transpose(y, x).values
@@ -137,11 +138,11 @@ def map_table(phase, theory_map, x, y, fixed, sweep) -> str:
     both = np.isfinite(trained) & np.isfinite(theory_dt)
     ratio = trained[both] / theory_dt[both]
     disagree = (np.isfinite(trained) != np.isfinite(theory_dt)).sum()
-    # eq. 12 at the trained d_in (see rp.finite_size_times), at the cells where both grok
+    # eq. 12 at the trained d_in (see tg.finite_size_times), at the cells where both grok
     grid = np.meshgrid(exact[y].values, exact[x].values, indexing="ij")
     finite = np.array(
         [
-            np.subtract(*rp.finite_size_times(sweep.params["d_in"], **({y: a, x: b} | fixed))[::-1])
+            np.subtract(*tg.finite_size_times(sweep.params["d_in"], **({y: a, x: b} | fixed))[::-1])
             for a, b in zip(grid[0][both], grid[1][both])
         ]
     )
