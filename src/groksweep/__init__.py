@@ -14,6 +14,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _HOME = {
+    "ModelTask": "groksweep.tasks.model",
+    "Param": "groksweep.params",
+    "Task": "groksweep.tasks.base",
+    "get_task": "groksweep.tasks",
+    "register_task": "groksweep.tasks",
     "Sweep": "groksweep.spec",
     "SpecError": "groksweep.errors",
     "prepare": "groksweep.engine",
@@ -24,11 +29,16 @@ _HOME = {
 }
 
 __all__ = [
+    "ModelTask",
+    "Param",
     "SpecError",
     "Sweep",
+    "Task",
+    "get_task",
     "grokking_time",
     "prepare",
     "reduce_seeds",
+    "register_task",
     "run",
     "stage_times",
 ]
@@ -36,7 +46,11 @@ __all__ = [
 if TYPE_CHECKING:
     from groksweep.engine import prepare, run
     from groksweep.errors import SpecError
+    from groksweep.params import Param
     from groksweep.phase import grokking_time, reduce_seeds, stage_times
+    from groksweep.tasks import get_task, register_task
+    from groksweep.tasks.base import Task
+    from groksweep.tasks.model import ModelTask
     from groksweep.spec import Sweep
 
 

@@ -18,7 +18,8 @@ import inspect
 import linecache
 import marshal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from enum import IntEnum
 from typing import Any, ClassVar
 
 import jax
@@ -147,17 +148,65 @@ def indexed_normal(
 ) -> Array:
     """Standard normals of shape ``counts + shape`` whose leading entries do not depend on the
     ``counts``: entry ``[i, j, ...]`` is the same for every ``counts`` that contain it. So padded
-    and unpadded runs, and runs with N_tr = 200 and 400, share draws.
+    and unpadded runs, and runs with N_tr = 200 and 400, share draws. Drawn in float32 whatever
+    the dtype, so float32 and float64 runs share their draws (:mod:`groksweep.tasks.draws` has
+    the other distributions)."""
+    normal = lambda k, s: jax.random.normal(k, s, jnp.float32)  # noqa: E731
+    return indexed(key, counts, shape, normal).astype(dtype)
 
-    Partitionable threefry derives each entry from its flat index alone, which makes the first
-    count prefix-stable; every further count is a ``fold_in`` of its index.
-    """
+
+def indexed(key: Array, counts: tuple[int, ...], shape: tuple[int, ...], draw: Callable) -> Array:
+    """``draw(key, counts + shape)`` made prefix-stable in every count: partitionable threefry
+    derives each entry from its flat index alone, which makes the first count prefix-stable;
+    every further count is a ``fold_in`` of its index."""
     with jax.threefry_partitionable(True):
         if len(counts) <= 1:
-            # Drawn in float32 whatever the dtype, so float32 and float64 runs share their draws.
-            return jax.random.normal(key, (*counts, *shape), jnp.float32).astype(dtype)
-        last = lambda j: indexed_normal(jax.random.fold_in(key, j), counts[:-1], shape, dtype)  # noqa: E731
+            return draw(key, (*counts, *shape))
+        last = lambda j: indexed(jax.random.fold_in(key, j), counts[:-1], shape, draw)  # noqa: E731
         return jax.vmap(last, out_axes=len(counts) - 1)(jnp.arange(counts[-1]))
+
+
+class Stream(IntEnum):
+    """The streams of a seed's key (``fold_in`` numbers), one per kind of draw. Tasks with the
+    same inputs use the same streams, so they see the same inputs for a seed: the linear and MLP
+    teacher-student tasks share ``X_TRAIN``, ``LABEL_NOISE`` and ``X_TEST``."""
+
+    WEIGHTS = 0
+    """the linear task's teacher and student"""
+    X_TRAIN = 1
+    LABEL_NOISE = 2
+    X_TEST = 3
+    OUTPUT_LAYER = 4
+    """an MLP's output layer"""
+    HIDDEN_LAYERS = 5
+    """an MLP's hidden layer l is stream HIDDEN_LAYERS + l"""
+    MODEL = 100
+    """a high-level task's initial model (:class:`~groksweep.tasks.model.ModelTask`)"""
+    DATA = 101
+    """a high-level task's data"""
+    INPUT_ROTATION = 1000
+    """the eigenbasis of power-law inputs"""
+
+
+def stream(key: Array, which: Stream, offset: int = 0) -> Array:
+    """The key of stream ``which`` (plus ``offset``, for numbered members such as layers)."""
+    return jax.random.fold_in(key, int(which) + offset)
+
+
+def row_mask(size: int, n: Array, dtype: Any) -> Array:
+    """1 for the first ``n`` (a traced count) of ``size`` padded rows or columns, 0 after: the
+    mask of every padded parameter."""
+    return (jnp.arange(size) < n).astype(dtype)
+
+
+def masked_mean(values: Array, mask: Array) -> Array:
+    """The mean of ``values`` over the entries where ``mask`` is 1 (along the first axis): a
+    sum divided by a count, and exactly 1 where they are equal, so an accuracy of all-correct
+    rows is 1 in float32 (a product with weights mask/n can round to 1.00001 or 0.99999)."""
+    mask = mask.reshape(mask.shape + (1,) * (values.ndim - mask.ndim)).astype(values.dtype)
+    total, count = jnp.sum(values * mask, axis=0), jnp.maximum(jnp.sum(mask), 1)
+    # XLA may divide as a product with 1/count, which rounds n (1/n) below 1 for some n.
+    return jnp.where(total == count, 1, total / count).astype(values.dtype)
 
 
 def check_alias(given: set[str], alias: str, canonical: str) -> None:
@@ -215,7 +264,9 @@ def resolve_n_train(values: dict[str, Any], given: set[str]) -> dict[str, Any]:
 
 OUTPUT_SCALE_PARAMS: dict[str, Param] = {
     "predictor": Param(
-        str, "centred", "static",
+        str,
+        "centred",
+        "static",
         "centred: alpha (f(x) - f(x; theta_0)); plain: alpha f(x)",
         choices=("centred", "plain"),
     ),
@@ -228,7 +279,9 @@ its scale alpha and the initial-weight multiplier."""
 
 INPUT_PARAMS: dict[str, Param] = {
     "input_spectrum": Param(
-        str, "identity", "static",
+        str,
+        "identity",
+        "static",
         "input covariance: identity, or power_law eigenvalues k^-decay in a random basis",
         choices=("identity", "power_law"),
     ),

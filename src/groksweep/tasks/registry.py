@@ -22,6 +22,7 @@ from typing import Any
 from groksweep.errors import SpecError
 from groksweep.params import Param, unknown_name_error
 from groksweep.tasks.base import Task
+from groksweep.tasks.model import ACCURACIES, LOSSES, ModelTask
 
 ENTRY_POINT_GROUP = "groksweep.tasks"
 REQUIRED_METRICS = {"train_loss": (), "train_acc": None, "test_acc": None}
@@ -117,7 +118,22 @@ def check_declaration(task: Task) -> Task:
             raise SpecError(f"{where} does not implement {method}")
     if type(task).objective is Task.objective and type(task).gradient is Task.gradient:
         raise SpecError(f"{where} implements neither objective nor gradient")
+    if isinstance(task, ModelTask):
+        _check_model_task(task, where)
     return task
+
+
+def _check_model_task(task: ModelTask, where: str) -> None:
+    for method in ("init", "data"):
+        if getattr(type(task), method) is getattr(ModelTask, method):
+            raise SpecError(f"{where} does not implement {method}")
+    if not callable(task.loss) and task.loss not in LOSSES:
+        raise SpecError(f"{where}: loss must be one of {', '.join(LOSSES)} or a method")
+    if task.accuracy not in ACCURACIES:
+        raise SpecError(f"{where}: accuracy must be one of {', '.join(ACCURACIES)}")
+    n_train = task.params.get("n_train")
+    if n_train is not None and n_train.role not in ("padded", "static"):
+        raise SpecError(f"{where}: n_train must be padded (or static), not {n_train.role}")
 
 
 def _check_params(task: Task, where: str) -> None:
