@@ -227,6 +227,7 @@ class NoInit(gs.ModelTask):
             "does not implement jump",
         ),
         (NoInit(), "does not implement init"),
+        (_variant(overrides="x_train"), "overrides must be a tuple"),
         (type("Lossy", (Regression,), {"name": "l", "loss": "hinge"})(), "loss must be one of"),
     ],
 )
@@ -234,6 +235,23 @@ def test_a_broken_task_declaration_is_one_line_before_anything_compiles(task, me
     with pytest.raises(gs.SpecError, match=message) as err:
         gs.Sweep(task)
     assert "\n" not in str(err.value)
+
+
+class Shadowing(Regression):
+    """Its setup gives the run a ``y_train`` of its own, shadowing the draws' undeclared."""
+
+    name = "test_shadowing"
+
+    def setup(self, data, hp, shape):
+        return data["model"], {"y_train": 0 * data["y_train"]}
+
+
+def test_a_data_level_shadowing_another_is_refused_unless_declared():
+    with pytest.raises(gs.SpecError, match=r"data \['y_train'\] given by two levels"):
+        gs.prepare(gs.Sweep(Shadowing(), steps=3), memory_budget=2**30)
+    declared = type("Declared", (Shadowing,), {"name": "test_declared", "overrides": ("y_train",)})
+    ds = gs.run(gs.Sweep(declared(), steps=3, log_points=2), progress=False)
+    assert (ds.train_loss.isel(time=0) > 0).all()  # the zero targets are the run's
 
 
 def test_built_in_names_are_not_replaced_and_others_only_on_request():

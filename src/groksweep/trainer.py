@@ -52,7 +52,7 @@ from groksweep.optim import make_optimizer
 from groksweep.params import MAX_STEPS
 from groksweep.plan import Bucket
 from groksweep.tasks import Task
-from groksweep.tasks.base import task_identity
+from groksweep.tasks.base import merge_data, task_identity
 
 _traces = 0
 _block_hook: list[Callable[[int], None]] = []
@@ -206,11 +206,11 @@ def _state_bytes(
         draws = jax.eval_shape(lambda: task.sample(jax.random.key(0), shape, dtype))
         shared = jax.eval_shape(lambda d, h: task.share(d, h, shape), draws, hp)
         setup = functools.partial(_setup, task, shape, measures)
-        state = jax.eval_shape(setup, {**draws, **shared}, hp)
+        state = jax.eval_shape(setup, merge_data(task, draws, shared), hp)
         eps = jax.ShapeDtypeStruct((n_eps,), dtype)
         evaluation, metrics = jax.make_jaxpr(
             functools.partial(_evaluate, task, measures), return_shape=True
-        )({**draws, **shared}, state, eps)
+        )(merge_data(task, draws, shared), state, eps)
     # Two copies of the state live across a step (old and new); metrics stack over time.
     per_run = 2 * _bytes(state) + n_times * _bytes(metrics)
     return StateBytes(_bytes(draws), _bytes(shared), per_run, _jaxpr_bytes(evaluation.jaxpr))
@@ -255,15 +255,15 @@ def _mesh() -> Mesh:
     return Mesh(np.array(jax.local_devices()), ("groups",))
 
 
-def _per_run(fn: Callable) -> Callable:
+def _per_run(task: Task, fn: Callable) -> Callable:
     """Batch ``fn(data, run_state, *shared_args)`` over groups, families and runs.
 
-    ``data`` is the group's draws merged with the family's shared data; it enters the map over
-    a family's runs unbatched. ``shared_args`` are the same for every run."""
+    ``data`` is the group's draws merged with the family's shared data (:func:`merge_data`); it
+    enters the map over a family's runs unbatched. ``shared_args`` are the same for every run."""
 
     def batched(draws, shared, state, *args):
         def per_family(d, sh, st):
-            return jax.vmap(lambda one: fn({**d, **sh}, one, *args))(st)
+            return jax.vmap(lambda one: fn(merge_data(task, d, sh), one, *args))(st)
 
         def per_group(d, sh, st):
             return jax.vmap(lambda sh1, st1: per_family(d, sh1, st1))(sh, st)
@@ -282,7 +282,7 @@ def _setup(task: Task, shape: dict, measures: tuple[str, ...], data: dict, hp: d
 
 def _evaluate(task: Task, measures: tuple[str, ...], data: dict, state: dict, eps) -> dict:
     """The task's metrics and the named measures of one run at one log point."""
-    model, data = state["model"], {**data, **state["run"]}
+    model, data = state["model"], merge_data(task, data, state["run"])
     metrics = task.evaluate(model, data, state["hp"], eps)
     for name in measures:
         if name not in metrics:
@@ -320,10 +320,10 @@ def _program(
 
     def jump(data, state, n_steps):
         # n_steps: an integer count in the run's float dtype.
-        return task.jump(state["model"], {**data, **state["run"]}, state["hp"], n_steps)
+        return task.jump(state["model"], merge_data(task, data, state["run"]), state["hp"], n_steps)
 
     def advance(data, state, n_steps):
-        data = {**data, **state["run"]}
+        data = merge_data(task, data, state["run"])
         optimizer = make_optimizer(shape["optimizer"], state["hp"])
 
         def step(carry):
@@ -345,18 +345,20 @@ def _program(
         share = lambda d, h: task.share(d, h, shape)  # noqa: E731
         families = hparams["lr"].shape[1]  # explicit: a task may share by no parameter
         shared = jax.vmap(jax.vmap(share, in_axes=(None, 0), axis_size=families))(draws, family_hp)
-        state = _per_run(functools.partial(_setup, task, shape, measures))(draws, shared, hparams)
+        state = _per_run(task, functools.partial(_setup, task, shape, measures))(
+            draws, shared, hparams
+        )
 
         def advance_to(carry, target):
             state, step = carry
-            state = _per_run(advance)(draws, shared, state, target - step)
+            state = _per_run(task, advance)(draws, shared, state, target - step)
             return (state, target), state["model"]
 
         def observe(state, model):
             """Metrics of one log point, and whether the run's losses and weights are finite."""
             state = state | {"model": model}
-            metrics = _per_run(evaluate)(draws, shared, state, eps)
-            finite = _per_run(_finite)(draws, shared, state) & _losses_finite(metrics)
+            metrics = _per_run(task, evaluate)(draws, shared, state, eps)
+            finite = _per_run(task, _finite)(draws, shared, state) & _losses_finite(metrics)
             return metrics, finite
 
         def block(carry, xs):
@@ -366,7 +368,7 @@ def _program(
             block's jumps are one matrix product too."""
             targets, index = xs
             if spectral:
-                models = jax.vmap(lambda n: _per_run(jump)(draws, shared, state, n))(targets)
+                models = jax.vmap(lambda n: _per_run(task, jump)(draws, shared, state, n))(targets)
                 carry = (state, targets[-1])
             else:
                 carry, models = lax.scan(advance_to, carry, targets)

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-from jax import Array, random
+from jax import Array
 
 from groksweep.params import Param, SpecError
 
@@ -37,7 +37,8 @@ class Task:
 
     A run's data is a dict merged from three levels, each computed once where it is shared:
     the seed's ``draws`` (:meth:`sample`), the family's ``shared`` data (:meth:`share`) and
-    the run's own constants (second output of :meth:`setup`).
+    the run's own constants (second output of :meth:`setup`). A later level replaces a name of
+    an earlier one only where :attr:`overrides` says so (:func:`merge_data`).
     """
 
     name: ClassVar[str]
@@ -63,6 +64,11 @@ class Task:
     methods: ClassVar[tuple[str, ...]] = ("step",)
     """Ways to advance a run: ``step`` (gradient steps) and, where implemented, ``spectral``
     (:meth:`jump`, exact closed-form advance for gradient descent)."""
+
+    overrides: ClassVar[tuple[str, ...]] = ()
+    """Data names a later level may replace (:func:`merge_data`): e.g. correlated inputs that
+    :meth:`share` derives from the draws' ``x_train``. Any other name given by two levels is an
+    error, so no level shadows another by accident."""
 
     shape: Shape = {}
     """The bucket's static shape, set by :meth:`bind`, for methods that take no ``shape``."""
@@ -193,6 +199,22 @@ def stream(key: Array, which: Stream, offset: int = 0) -> Array:
     return jax.random.fold_in(key, int(which) + offset)
 
 
+def merge_data(task: Task, *levels: Mapping[str, Array]) -> dict[str, Array]:
+    """One run's data from its levels (the seed's draws, the family's shared data, the run's
+    constants), later levels replacing earlier ones only for the names the task declares in
+    :attr:`Task.overrides`; any other name given twice is a one-line SpecError (at trace time)."""
+    merged: dict[str, Array] = {}
+    for level in levels:
+        clash = merged.keys() & level.keys()
+        if clash - set(task.overrides):
+            raise SpecError(
+                f"task {task.name!r}: data {sorted(clash - set(task.overrides))} given by two "
+                "levels (draws, shared, run); rename it, or list it in the task's overrides"
+            )
+        merged |= level
+    return merged
+
+
 def row_mask(size: int, n: Array, dtype: Any) -> Array:
     """1 for the first ``n`` (a traced count) of ``size`` padded rows or columns, 0 after: the
     mask of every padded parameter."""
@@ -296,7 +318,8 @@ def input_draws(key: Array, shape: Shape, dtype: Any) -> dict[str, Array]:
     if shape.get("input_spectrum", "identity") == "identity":  # shapes may predate the param
         return {}
     d_in = shape["d_in"]
-    q, r = jnp.linalg.qr(indexed_normal(random.fold_in(key, 1000), (d_in,), (d_in,), dtype))
+    rotation = indexed_normal(stream(key, Stream.INPUT_ROTATION), (d_in,), (d_in,), dtype)
+    q, r = jnp.linalg.qr(rotation)
     return {"input_rotation": q * jnp.sign(jnp.diagonal(r))}  # the sign fix makes it Haar
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
-from jax import Array, random
+from jax import Array
 
 from groksweep.params import Param
 from groksweep.tasks.base import (
@@ -42,12 +42,15 @@ from groksweep.tasks.base import (
     INPUT_PARAMS,
     REGRESSION_METRICS,
     Shape,
+    Stream,
     Task,
     correlated_inputs,
     indexed_normal,
     input_draws,
     resolve_n_train,
+    row_mask,
     sample_metrics,
+    stream,
 )
 
 
@@ -69,6 +72,9 @@ class Linear(Task):
     max_padding = {"n_train": 2.0, "d_out": 4.0}
     shared_by = ("n_train", "decay")
     methods = ("step", "spectral")
+    # Correlated inputs replace the draws' standard normal ones; the run's teacher, scaled to
+    # its own d_out, replaces the seed's unscaled draw.
+    overrides = ("x_train", "x_test", "teacher")
 
     def resolve(self, values: dict[str, Any], given: set[str]) -> dict[str, Any]:
         return resolve_n_train(values, given)
@@ -79,7 +85,10 @@ class Linear(Task):
 
     def sample(self, key: Array, shape: Shape, dtype: Any) -> dict[str, Array]:
         d_in, n_train, d_out = shape["d_in"], shape["n_train"], shape["d_out"]
-        weights, train, noise, test = (random.fold_in(key, i) for i in range(4))
+        weights, train, noise, test = (
+            stream(key, s)
+            for s in (Stream.WEIGHTS, Stream.X_TRAIN, Stream.LABEL_NOISE, Stream.X_TEST)
+        )
         # One draw for both matrices: (column, teacher/student, d_in), prefix-stable in d_out.
         teacher_student = indexed_normal(weights, (d_out,), (2, d_in), dtype)
         return {
@@ -93,7 +102,7 @@ class Linear(Task):
     def share(self, draws, hp, shape):
         inputs = correlated_inputs(draws, hp, shape)
         x = inputs.get("x_train", draws["x_train"])
-        rows = (jnp.arange(shape["n_train"]) < hp["n_train"]).astype(x.dtype)
+        rows = row_mask(shape["n_train"], hp["n_train"], x.dtype)
         # Masking the transpose, which XLA computes once per seed, writes one masked copy per
         # family; masking x itself had XLA write three (mask, then both transposes).
         masked_t = x.T * (rows / hp["n_train"].astype(x.dtype))
@@ -108,7 +117,7 @@ class Linear(Task):
 
     def setup(self, data, hp, shape):
         x = data["x_train"]
-        cols = (jnp.arange(shape["d_out"]) < hp["d_out"]).astype(x.dtype)
+        cols = row_mask(shape["d_out"], hp["d_out"], x.dtype)
         scale = cols / jnp.sqrt(2.0 * shape["d_in"] * hp["d_out"].astype(x.dtype))
         run = {
             "teacher": data["teacher"] * scale,

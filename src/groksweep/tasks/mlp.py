@@ -123,7 +123,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax import Array, random
+from jax import Array
 
 from groksweep.params import Param
 from groksweep.tasks.base import (
@@ -132,12 +132,15 @@ from groksweep.tasks.base import (
     OUTPUT_SCALE_PARAMS,
     REGRESSION_METRICS,
     Shape,
+    Stream,
     Task,
     correlated_inputs,
     indexed_normal,
     input_draws,
     resolve_n_train,
+    row_mask,
     sample_metrics,
+    stream,
 )
 
 ACTIVATIONS = {
@@ -157,7 +160,9 @@ class MLPTeacherStudent(Task):
             str, "tanh", "static", "hidden-layer activation", choices=tuple(ACTIVATIONS)
         ),
         "init": Param(
-            str, "levi", "static",
+            str,
+            "levi",
+            "static",
             "weight init: levi N(0, 1/(2 fan_in fan_out)) or standard N(0, 1/fan_in)",
             choices=("levi", "standard"),
         ),
@@ -173,15 +178,18 @@ class MLPTeacherStudent(Task):
     # A step costs N_tr d_in d_h: padding n_train wastes work in proportion; d_out is cheap.
     max_padding = {"n_train": 2.0, "d_out": 4.0}
     shared_by = ("n_train", "decay")
+    overrides = ("x_train", "x_test")  # correlated inputs replace the draws' standard normal ones
 
     def resolve(self, values: dict[str, Any], given: set[str]) -> dict[str, Any]:
         return resolve_n_train(values, given)
 
     def sample(self, key: Array, shape: Shape, dtype: Any) -> dict[str, Array]:
         d_in, d_h, n_train, d_out = shape["d_in"], shape["d_h"], shape["n_train"], shape["d_out"]
-        # Keys 1-3 as in the linear task (same inputs for a seed); hidden layers and the output
-        # layer take keys of their own.
-        train, noise, test, output = (random.fold_in(key, i) for i in (1, 2, 3, 4))
+        # The linear task's input streams (same inputs for a seed); the layers' streams.
+        train, noise, test, output = (
+            stream(key, s)
+            for s in (Stream.X_TRAIN, Stream.LABEL_NOISE, Stream.X_TEST, Stream.OUTPUT_LAYER)
+        )
         draws = {
             "x_train": indexed_normal(train, (n_train,), (d_in,), dtype),
             "label_noise": indexed_normal(noise, (n_train, d_out), (), dtype),
@@ -190,7 +198,7 @@ class MLPTeacherStudent(Task):
         for layer in range(shape["depth"]):
             fan_in = d_in if layer == 0 else d_h
             # (fan_in, teacher/student, d_h): both networks from one draw.
-            w = indexed_normal(random.fold_in(key, 5 + layer), (fan_in,), (2, d_h), dtype)
+            w = indexed_normal(stream(key, Stream.HIDDEN_LAYERS, layer), (fan_in,), (2, d_h), dtype)
             draws[f"teacher_{layer}"], draws[f"student_{layer}"] = w[:, 0], w[:, 1]
         # (column, teacher/student, d_h), prefix-stable in d_out like the linear task's weights.
         w = indexed_normal(output, (d_out,), (2, d_h), dtype)
@@ -200,12 +208,12 @@ class MLPTeacherStudent(Task):
     def share(self, draws, hp, shape):
         inputs = correlated_inputs(draws, hp, shape)
         x = inputs.get("x_train", draws["x_train"])
-        rows = (jnp.arange(shape["n_train"]) < hp["n_train"]).astype(x.dtype)
+        rows = row_mask(shape["n_train"], hp["n_train"], x.dtype)
         return inputs | {"rows": rows}
 
     def setup(self, data, hp, shape):
         dtype = data["x_train"].dtype
-        cols = (jnp.arange(shape["d_out"]) < hp["d_out"]).astype(dtype)
+        cols = row_mask(shape["d_out"], hp["d_out"], dtype)
         scales = layer_scales(shape, hp["d_out"].astype(dtype))
         names = [f"{{}}_{layer}" for layer in range(shape["depth"])] + ["{}_out"]
         teacher = [data[n.format("teacher")] * s for n, s in zip(names, scales)]

@@ -102,6 +102,8 @@ def check_declaration(task: Task) -> Task:
     _check_params(task, where)
     _check_metrics(task, where)
     _check_names(task.shared_by, task.params, f"{where}: shared_by")
+    if not isinstance(task.overrides, tuple) or not all(isinstance(n, str) for n in task.overrides):
+        raise SpecError(f"{where}: overrides must be a tuple of data names")
     _check_names(task.max_padding, _with_role(task, "padded"), f"{where}: max_padding")
     from groksweep.optim import OPTIMIZER_PARAMS
 
