@@ -70,14 +70,19 @@ class Param:
             except OverflowError:
                 raise SpecError(f"{name} is too large, got {_short(value)}") from None
         if self.gt is not None and not value > self.gt:
-            raise SpecError(f"{name} must be > {self.gt:g}, got {_short(value)}")
+            raise SpecError(f"{name} must be > {_bound(self.gt)}, got {_short(value)}")
         if self.ge is not None and not value >= self.ge:
-            raise SpecError(f"{name} must be >= {self.ge:g}, got {_short(value)}")
+            raise SpecError(f"{name} must be >= {_bound(self.ge)}, got {_short(value)}")
         if self.lt is not None and not value < self.lt:
-            raise SpecError(f"{name} must be < {self.lt:g}, got {_short(value)}")
+            raise SpecError(f"{name} must be < {_bound(self.lt)}, got {_short(value)}")
         if self.le is not None and not value <= self.le:
-            raise SpecError(f"{name} must be <= {self.le:,}, got {_short(value)}")
+            raise SpecError(f"{name} must be <= {_bound(self.le)}, got {_short(value)}")
         return value
+
+
+def _bound(x: float) -> str:
+    """A range bound as written: integers exactly (2**32 as 4,294,967,296), floats with %g."""
+    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
 
 
 def _short(value: Any, limit: int = 60) -> str:
