@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
 import sys
 import time
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     with _StopOnInterrupt() as stop:
         try:
             args = _parser().parse_args(argv)
+            # A spec's task "module:attribute" may be a file here, as with `python -m`;
+            # appended, so that it never shadows an installed module.
+            sys.path.append(os.getcwd())
             return args.command(args, stop)
         except SpecError as err:
             return _fail(err, 2)
