@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
             args = _parser().parse_args(argv)
             # A spec's task "module:attribute" may be a file here, as with `python -m`;
             # appended, so that it never shadows an installed module.
-            sys.path.append(os.getcwd())
+            if os.getcwd() not in sys.path:
+                sys.path.append(os.getcwd())
             return args.command(args, stop)
         except SpecError as err:
             return _fail(err, 2)
