@@ -143,21 +143,6 @@ def test_sweep_records_every_metric_and_trains(grid):
     assert np.all(grid.param_change.isel(time=-1) > 1e-3)
 
 
-def test_padded_run_equals_the_run_alone(grid):
-    point = {"alpha": 1.5, "eps_align": 0.3, "n_train": 18}  # padded to 25
-    single = gs.run(
-        sweep({"seed": [1]}, GRID_STEPS, GRID_LOG_POINTS, **GRID, **point), progress=False
-    )
-    for name in METRICS:
-        np.testing.assert_allclose(
-            grid[name].sel(**point, seed=1).values,
-            single[name].sel(seed=1).values,
-            rtol=1e-10,
-            atol=1e-14,
-            err_msg=name,
-        )
-
-
 def test_sweep_equals_numpy_gradient_descent(grid):
     """Every run of the grid, at every log point (steps 0 .. 30), against the numpy reference
     stepping on the run's own unpadded draws: forward pass, loss, gradient, weight decay, and

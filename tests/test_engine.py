@@ -20,35 +20,6 @@ def sweep(axes, steps=300, log_points=15, eps=(1e-3, 1e-1), **params):
     return gs.Sweep("linear", params=params, axes=axes, steps=steps, log_points=log_points, eps=eps)
 
 
-def test_padded_runs_equal_unpadded_single_runs():
-    axes = {"lam": [0.4, 0.9, 1.6], "d_out": [1, 3], "seed": [0, 1]}
-    grid = gs.run(sweep(axes, dtype="float64"), progress=False)
-    assert len(plan(get_task("linear"), sweep(axes).runs())) == 1  # one bucket, padded
-    for lam in axes["lam"]:
-        for d_out in axes["d_out"]:
-            single = gs.run(
-                sweep({"seed": [1]}, dtype="float64", lam=lam, d_out=d_out), progress=False
-            )
-            for name in METRICS:
-                np.testing.assert_allclose(
-                    grid[name].sel(lam=lam, d_out=d_out, seed=1).values,
-                    single[name].sel(seed=1).values,
-                    rtol=1e-10,
-                    atol=1e-14,
-                    err_msg=f"{name} lam={lam} d_out={d_out}",
-                )
-
-
-def test_hyperparameter_values_do_not_recompile():
-    gs.run(sweep({"gamma": [0.0, 0.1], "lr": [0.01, 0.02]}), progress=False)
-    before = trainer.trace_count()
-    gs.run(
-        sweep({"gamma": [0.3, 0.5], "lr": [0.05, 0.001]}, alpha=3.0, noise=0.2, steps=500),
-        progress=False,
-    )
-    assert trainer.trace_count() == before
-
-
 def test_one_compile_per_shape_bucket():
     axes = {"d_out": [1, 2, 40], "lam": [0.5, 2.0], "d_in": [8, 16]}
     buckets = plan(get_task("linear"), sweep(axes).runs())

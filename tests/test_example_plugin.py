@@ -156,3 +156,13 @@ def test_the_task_is_at_most_40_lines_on_the_high_level_api():
     assert len(TASK_FILE.read_text().splitlines()) <= 40
     text = TASK_FILE.read_text()
     assert "ModelTask" in text and "def sample" not in text and "def evaluate" not in text
+
+
+def test_the_plugin_keeps_the_task_contract(example_on_path):
+    from sparse_parity import SparseParity
+
+    from groksweep.testing import check_task
+
+    small = {"n_bits": 6, "k": 3, "width": 8, "n_train": 24, "n_test": 32, "lr": 0.05}
+    report = check_task(SparseParity(), small)
+    assert {"declaration", "metrics", "draws", "padding", "vmap"} <= set(report.ran)

@@ -77,20 +77,6 @@ def padded_grid():
     return grid
 
 
-def test_padded_runs_equal_unpadded_single_runs(padded_grid):
-    grid = padded_grid
-    assert grid.train_loss.dims == ("lam", "d_out", "seed", "time")
-    assert grid.train_acc.dims == ("lam", "d_out", "seed", "eps", "time")
-    lam, d_out = 0.6, 1  # padded in both n_train (20 of 30) and d_out (1 of 3)
-    single = gs.run(sweep({"seed": [1]}, eps=PAD_EPS, **PAD, lam=lam, d_out=d_out), progress=False)
-    for name in METRICS:
-        np.testing.assert_allclose(
-            grid[name].sel(lam=lam, d_out=d_out, seed=1).values, single[name].sel(seed=1).values,
-            rtol=1e-10, atol=1e-14, err_msg=f"{name} lam={lam} d_out={d_out}",
-        )
-    assert np.all(np.abs(grid.train_loss.isel(time=-1) / grid.train_loss.isel(time=0) - 1) > 0.3)
-
-
 def test_sweep_metrics_at_steps_0_and_1_equal_numpy(padded_grid):
     """Every run of the padded grid, through gs.run, against numpy on the run's own unpadded
     draws: the forward pass (step 0) and one step of gradient descent with weight decay."""
