@@ -61,6 +61,15 @@ def test_built_in_task_keeps_the_contract(name):
     assert TASKS[name] is task  # the registry is as it was
 
 
+@pytest.mark.slow
+def test_the_transformer_with_layer_norm_and_adamw_keeps_the_contract():
+    """Nanda et al.'s own setting (pre-LayerNorm, AdamW): the combination the default tier's
+    transformer check leaves out for its compile time (about 40 s)."""
+    params = PARAMS["transformer"] | {"layer_norm": "pre", "optimizer": "adamw", "lr": 0.01}
+    report = check_task(BUILT_IN["transformer"], params)
+    assert set(report.ran) == expected_checks(BUILT_IN["transformer"])
+
+
 # --- a plugin's task: the high-level API ----------------------------------------------------------
 class Affine(eqx.Module):
     w: jax.Array
