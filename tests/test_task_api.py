@@ -254,6 +254,26 @@ def test_a_data_level_shadowing_another_is_refused_unless_declared():
     assert (ds.train_loss.isel(time=0) > 0).all()  # the zero targets are the run's
 
 
+class Counted(eqx.Module):
+    w: jax.Array
+    calls: jax.Array
+
+    def __call__(self, x):
+        return x @ self.w
+
+
+class IntegerModel(Regression):
+    name = "test_integer_model"
+
+    def init(self, key, shape):
+        return Counted(draws.normal(key, (shape["d"],)), jnp.zeros((), jnp.int32))
+
+
+def test_a_model_with_integer_arrays_is_refused_in_one_line():
+    with pytest.raises(gs.SpecError, match="holds integer arrays"):
+        gs.prepare(gs.Sweep(IntegerModel(), steps=3), memory_budget=2**30)
+
+
 def test_built_in_names_are_not_replaced_and_others_only_on_request():
     with pytest.raises(gs.SpecError, match="built-in"):
         gs.register_task(_variant(name="linear"))

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import optax
 from jax import Array
 
+from groksweep.errors import SpecError
 from groksweep.tasks.base import PyTree, Shape, Stream, Task, masked_mean, row_mask, stream
 
 LOSSES = ("mse", "cross_entropy")
@@ -81,6 +82,12 @@ class ModelTask(Task):
     # --- the low-level task, written once -----------------------------------------------------
     def sample(self, key, shape, dtype):
         model = self.init(stream(key, Stream.MODEL), shape)
+        arrays = jax.tree.leaves(eqx.filter(model, eqx.is_array))
+        if any(not jnp.issubdtype(a.dtype, jnp.inexact) for a in arrays):
+            raise SpecError(
+                f"task {self.name!r}: the model holds integer arrays; every array of a "
+                "ModelTask's model is trained, so keep integers as static fields"
+            )
         trained = eqx.filter(model, eqx.is_inexact_array)
         trained = jax.tree.map(lambda w: w.astype(dtype), trained)
         return dict(self.data(stream(key, Stream.DATA), shape, dtype)) | {"model": trained}
