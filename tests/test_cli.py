@@ -63,3 +63,22 @@ def test_bad_spec_exits_2_with_one_line_and_no_traceback(tmp_path):
 def test_plot_of_missing_directory_is_refused(tmp_path, capsys):
     assert main(["plot", str(tmp_path)]) == 2
     assert "results.nc" in capsys.readouterr().err
+
+
+def test_tasks_lists_every_task_and_one_task_s_parameters(capsys):
+    assert main(["tasks"]) == 0
+    listed = capsys.readouterr().out.split()
+    for name in ("linear", "mlp_teacher_student", "committee", "modular_mlp", "transformer"):
+        assert name in listed
+    assert main(["tasks", "modular_mlp"]) == 0
+    out = capsys.readouterr().out
+    assert "frac" in out and "lr" in out and "records: train_loss" in out
+    assert main(["tasks", "lnear"]) == 2
+    assert "did you mean 'linear'?" in capsys.readouterr().err
+
+
+def test_version_and_python_dash_m():
+    done = subprocess.run(
+        [sys.executable, "-m", "groksweep", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.startswith("groksweep ")

@@ -1,6 +1,6 @@
 """Command line: ``groksweep run SPEC.toml --out DIR`` and ``groksweep plot DIR``.
 
-``run`` writes ``DIR/spec.toml`` (the normalised spec), ``DIR/chunks/`` (each finished chunk,
+``tasks`` lists the tasks a spec can name, or one task's parameters. ``run`` writes ``DIR/spec.toml`` (the normalised spec), ``DIR/chunks/`` (each finished chunk,
 written atomically), ``DIR/log.txt``, ``DIR/results.nc`` (trajectories), ``DIR/phase.nc``
 (grokking times) and the default figures as ``DIR/*.png``. Running the same command again
 resumes from the saved chunks; a DIR holding a different sweep is refused unless
@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
             return args.command(args, stop)
         except SpecError as err:
             return _fail(err, 2)
+        except BrokenPipeError:  # the reader of stdout left (`groksweep tasks | head`)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
         except (OSError, DirectoryInUse) as err:
             return _fail(err, 1)
         except KeyboardInterrupt:
@@ -290,7 +293,45 @@ def _parser() -> argparse.ArgumentParser:
     plot = commands.add_parser("plot", help="redraw the figures of a finished run")
     plot.add_argument("dir", help="output directory of `groksweep run`")
     plot.set_defaults(command=_plot)
+    tasks = commands.add_parser("tasks", help="list the tasks a spec can name, or one's parameters")
+    tasks.add_argument("task", nargs="?", help="a task's name: list its parameters")
+    tasks.set_defaults(command=_tasks)
+    parser.add_argument("--version", action="version", version=f"groksweep {_version()}")
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("groksweep")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _tasks(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
+    """Without a name: every task a spec can name, built in, registered or from a plugin's
+    entry point. With one: its parameters (the engine's and its own), defaults and meanings."""
+    from importlib.metadata import entry_points
+
+    from groksweep.spec import declared_params
+    from groksweep.tasks import TASKS, get_task
+    from groksweep.tasks.registry import ENTRY_POINT_GROUP
+
+    if args.task is None:
+        plugins = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+        for name, task in sorted(TASKS.items()):
+            print(f"{name:22} {type(task).__module__}")
+        for name, value in sorted(plugins.items()):
+            if name not in TASKS:
+                print(f"{name:22} {value} (plugin)")
+        return 0
+    task = get_task(args.task)
+    print(f"{task.name}: {type(task).__module__}.{type(task).__qualname__}")
+    for name, param in declared_params(task).items():
+        print(f"  {name:16} {param.role:7} {param.default!r:>12}  {param.doc}")
+    print(f"  records: {', '.join(task.metrics)}")
+    return 0
 
 
 def _bytes(text: str) -> float:

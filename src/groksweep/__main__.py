@@ -1,0 +1,7 @@
+"""``python -m groksweep``: the command line (:mod:`groksweep.cli`)."""
+
+import sys
+
+from groksweep.cli import main
+
+sys.exit(main())
