@@ -1,12 +1,15 @@
-"""Command line: ``groksweep run SPEC.toml --out DIR`` and ``groksweep plot DIR``.
+"""Command line: ``groksweep run SPEC.toml --out DIR``, ``groksweep plot DIR`` and
+``groksweep tasks [TASK]``.
 
-``tasks`` lists the tasks a spec can name, or one task's parameters. ``run`` writes ``DIR/spec.toml`` (the normalised spec), ``DIR/chunks/`` (each finished chunk,
-written atomically), ``DIR/log.txt``, ``DIR/results.nc`` (trajectories), ``DIR/phase.nc``
-(grokking times) and the default figures as ``DIR/*.png``. Running the same command again
-resumes from the saved chunks; a DIR holding a different sweep is refused unless
-``--overwrite``. Ctrl-C stops after the current chunk is saved (exit code 130). ``plot`` redraws
-the figures from the saved files. Errors in the input are printed as one line, exit code 2;
-errors of the file system, exit code 1.
+``run`` validates and plans the sweep, then claims and locks DIR (one process owns it) and
+writes ``DIR/spec.toml`` (the normalised spec), ``DIR/chunks/`` (each finished chunk),
+``DIR/log.txt``, ``DIR/results.nc`` (trajectories), ``DIR/phase.nc`` (grokking times) and the
+default figures as ``DIR/*.png``, every file atomically and never through a link. Running the
+same command again resumes from the saved chunks; a DIR holding a different sweep is refused
+unless ``--overwrite``. Ctrl-C stops before training, or after the current chunk is saved (exit
+code 130). ``plot`` redraws the figures from the saved files; ``tasks`` lists the tasks a spec
+can name, or one task's parameters. Errors in the input are printed as one line, exit code 2;
+errors of the file system (or a DIR in use), exit code 1.
 """
 
 from __future__ import annotations
