@@ -39,11 +39,6 @@ class SweepPlan:
     sweep: Sweep
     buckets: list[Chunking]
     budget: float
-    reproducible: bool
-
-    @property
-    def n_chunks(self) -> int:
-        return sum(-(-c.bucket.n_groups // c.groups) for c in self.buckets)
 
 
 def prepare(
@@ -72,7 +67,7 @@ def prepare(
         chunked(task, b, n_times, n_eps, budget, chunk_size, sweep.measures, reproducible)
         for b in plan(task, sweep.runs(), share_data and not reproducible, exact=reproducible)
     ]
-    return SweepPlan(sweep, buckets, budget, reproducible)
+    return SweepPlan(sweep, buckets, budget)
 
 
 def check_results_fit(sweep: Sweep) -> None:
