@@ -48,10 +48,21 @@ if TYPE_CHECKING:
     from groksweep.errors import SpecError
     from groksweep.params import Param
     from groksweep.phase import grokking_time, reduce_seeds, stage_times
+    from groksweep.spec import Sweep
     from groksweep.tasks import get_task, register_task
     from groksweep.tasks.base import Task
     from groksweep.tasks.model import ModelTask
-    from groksweep.spec import Sweep
+
+
+def groksweep_version() -> str:
+    """The installed groksweep's version ("unknown" when it is not installed), without
+    importing the heavy modules: the command line's ``--version`` reads it too."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("groksweep")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def __getattr__(name: str) -> Any:

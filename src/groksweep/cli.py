@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from groksweep import groksweep_version
 from groksweep.errors import SpecError
 from groksweep.files import DirectoryInUse, DirectoryLock, append_line, remove_tree, write_atomic
 
@@ -102,7 +103,7 @@ def _run(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
 
     try:
         log(
-            f"groksweep {results.groksweep_version()}, jax {jax.__version__}, "
+            f"groksweep {groksweep_version()}, jax {jax.__version__}, "
             f"devices {jax.devices()}\n{sweep.to_toml()}"
         )
         store = ChunkStore(out / CHUNKS, sweep.to_toml(), task_identity(sweep.task_def))
@@ -244,7 +245,6 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors as one line (a SpecError), not the whole usage text."""
 
     def error(self, message: str):
-
         raise SpecError(f"{message} (see {self.prog} --help)")
 
 
@@ -299,17 +299,8 @@ def _parser() -> argparse.ArgumentParser:
     tasks = commands.add_parser("tasks", help="list the tasks a spec can name, or one's parameters")
     tasks.add_argument("task", nargs="?", help="a task's name: list its parameters")
     tasks.set_defaults(command=_tasks)
-    parser.add_argument("--version", action="version", version=f"groksweep {_version()}")
+    parser.add_argument("--version", action="version", version=f"groksweep {groksweep_version()}")
     return parser
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("groksweep")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _tasks(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:

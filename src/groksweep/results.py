@@ -31,6 +31,7 @@ import netCDF4
 import numpy as np
 import xarray as xr
 
+from groksweep import groksweep_version
 from groksweep.files import write_atomic
 from groksweep.params import SpecError, human_bytes
 from groksweep.spec import Sweep
@@ -251,11 +252,3 @@ def _check_grid(path: Path, ds: xr.Dataset, sweep: Sweep) -> None:
         if not np.array_equal(ds[name].values, np.asarray(values)):
             raise _refused(path, f"spec values of {name} are not the file's")
 
-
-def groksweep_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("groksweep")
-    except PackageNotFoundError:
-        return "unknown"

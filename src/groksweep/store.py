@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from groksweep import groksweep_version
 from groksweep.files import write_atomic
 
 CHECKSUM = "__sha256__"
@@ -121,8 +122,6 @@ def _checksum(arrays: dict[str, np.ndarray]) -> str:
 def code_identity() -> str:
     """groksweep's version and a hash of its source: saved chunks of another version, or of
     edited engine code, are never read back as this code's."""
-    from groksweep.results import groksweep_version
-
     digest = hashlib.sha256(groksweep_version().encode())
     package = Path(__file__).resolve().parent
     for source in sorted(package.rglob("*.py")):

@@ -286,9 +286,7 @@ def resolve_n_train(values: dict[str, Any], given: set[str]) -> dict[str, Any]:
 
 OUTPUT_SCALE_PARAMS: dict[str, Param] = {
     "predictor": Param(
-        str,
-        "centred",
-        "static",
+        str, "centred", "static",
         "centred: alpha (f(x) - f(x; theta_0)); plain: alpha f(x)",
         choices=("centred", "plain"),
     ),
@@ -301,9 +299,7 @@ its scale alpha and the initial-weight multiplier."""
 
 INPUT_PARAMS: dict[str, Param] = {
     "input_spectrum": Param(
-        str,
-        "identity",
-        "static",
+        str, "identity", "static",
         "input covariance: identity, or power_law eigenvalues k^-decay in a random basis",
         choices=("identity", "power_law"),
     ),

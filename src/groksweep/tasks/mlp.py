@@ -160,9 +160,7 @@ class MLPTeacherStudent(Task):
             str, "tanh", "static", "hidden-layer activation", choices=tuple(ACTIVATIONS)
         ),
         "init": Param(
-            str,
-            "levi",
-            "static",
+            str, "levi", "static",
             "weight init: levi N(0, 1/(2 fan_in fan_out)) or standard N(0, 1/fan_in)",
             choices=("levi", "standard"),
         ),
