@@ -73,8 +73,7 @@ def prepare(
 def check_results_fit(sweep: Sweep) -> None:
     """Refuse a sweep whose results (runs x log points x metrics, float64, held about three
     times while they are labelled and written) would not fit in the free host memory."""
-    n_eps = len(sweep.eps)
-    per_run_point = sum(n_eps if "eps" in dims else 1 for dims in sweep.metrics.values())
+    per_run_point = sum(math.prod(extra) for extra in _extra_shapes(sweep).values())
     need = 3 * 8 * sweep.n_runs * len(sweep.times()) * per_run_point
     free = host_free_bytes()
     if need > free:
@@ -135,10 +134,9 @@ def run(
     task = sweep.task_def
     times = sweep.times()
     eps = np.asarray(sweep.eps)
-    sizes = {"eps": len(eps)}
     outputs = {
-        name: np.full((sweep.n_runs, len(times), *(sizes[d] for d in dims)), np.nan)
-        for name, dims in sweep.metrics.items()
+        name: np.full((sweep.n_runs, len(times), *extra), np.nan)
+        for name, extra in _extra_shapes(sweep).items()
     }
     diverged_at = np.full(sweep.n_runs, -1, dtype=np.int64)
     buckets = prepared.buckets
@@ -167,7 +165,7 @@ def run(
             for chunk in _chunks(bucket, groups_per_chunk):
                 key = store.key(bucket.shape, chunk.run_index, chunk.valid) if store else None
                 keys.add(key)
-                expect = _expected_shapes(sweep, chunk, len(times))
+                expect = _expected_shapes(sweep, chunk, len(times)) if store else None
                 if next(chunk_numbers) % processes != me:
                     elsewhere.append((chunk, key, expect))
                     continue
@@ -210,14 +208,18 @@ def run(
     return to_dataset(sweep, outputs, times, diverged_at)
 
 
+def _extra_shapes(sweep: Sweep) -> dict[str, tuple[int, ...]]:
+    """Each recorded metric's shape at one run and log point: () or (number of eps,)."""
+    sizes = {"eps": len(sweep.eps)}
+    return {name: tuple(sizes[d] for d in dims) for name, dims in sweep.metrics.items()}
+
+
 def _expected_shapes(sweep: Sweep, chunk: Bucket, n_times: int) -> dict[str, tuple[int, ...]]:
     """The arrays :func:`trainer.train` returns for ``chunk``, by name and shape: a saved file
     with other arrays is not this chunk's."""
     runs = chunk.run_index.shape
-    sizes = {"eps": len(sweep.eps)}
-    return {
-        name: (*runs, n_times, *(sizes[d] for d in dims)) for name, dims in sweep.metrics.items()
-    } | {"diverged_at": runs}
+    metrics = {name: (*runs, n_times, *extra) for name, extra in _extra_shapes(sweep).items()}
+    return metrics | {"diverged_at": runs}
 
 
 def enable_compilation_cache() -> None:

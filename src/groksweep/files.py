@@ -45,7 +45,7 @@ def write_atomic(path: str | Path, content: bytes | Callable[[Path], None]) -> N
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
-        raise OutputError(err.errno, f"cannot write {path}: {_reason(err, path)}") from None
+        raise _cannot_write(path, err) from None
     tmp = Path(tmp_name)
     try:
         os.fchmod(fd, _FILE_MODE)  # mkstemp makes files private; results are ordinary files
@@ -66,9 +66,7 @@ def write_atomic(path: str | Path, content: bytes | Callable[[Path], None]) -> N
         written = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)
         if isinstance(err, Exception):
-            code = err.errno if isinstance(err, OSError) else None
-            reason = _reason(err, path, written)
-            raise OutputError(code, f"cannot write {path}: {reason}") from None
+            raise _cannot_write(path, err, written) from None
         raise
 
 
@@ -92,14 +90,18 @@ def append_line(path: str | Path, line: str) -> None:
     path = Path(path)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            _write_all(fd, line.encode())
+        finally:
+            os.close(fd)
     except OSError as err:
-        raise OutputError(err.errno, f"cannot write {path}: {_reason(err, path)}") from None
-    try:
-        _write_all(fd, line.encode())
-    except OSError as err:
-        raise OutputError(err.errno, f"cannot write {path}: {_reason(err, path)}") from None
-    finally:
-        os.close(fd)
+        raise _cannot_write(path, err) from None
+
+
+def _cannot_write(path: Path, err: BaseException, written: int = 0) -> OutputError:
+    """The one-line error for a failed write of ``path``, keeping the errno where there is one."""
+    code = err.errno if isinstance(err, OSError) else None
+    return OutputError(code, f"cannot write {path}: {_reason(err, path, written)}")
 
 
 def _reason(err: BaseException, path: Path, written: int = 0) -> str:
