@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from jax import Array, random
 
 from groksweep.params import Param
-from groksweep.tasks.base import PyTree, Task
+from groksweep.tasks.base import PyTree, Task, masked_mean
 
 OPS = ("add", "sub", "mul", "x2+xy+y2")
 SPLITS = ("random", "block", "strips")
@@ -108,12 +108,11 @@ def classification_metrics(loss: str, out: Array, label: Array, train: Array) ->
     per_example = per_example_loss(loss, out, label)
     correct = (jnp.argmax(out, axis=-1) == label).astype(train.dtype)
     test = 1 - train
-    mean = lambda v, w: jnp.sum(v * w) / jnp.maximum(jnp.sum(w), 1)  # noqa: E731
     return {
-        "train_loss": mean(per_example, train),
-        "test_loss": mean(per_example, test),
-        "train_acc": mean(correct, train),
-        "test_acc": mean(correct, test),
+        "train_loss": masked_mean(per_example, train),
+        "test_loss": masked_mean(per_example, test),
+        "train_acc": masked_mean(correct, train),
+        "test_acc": masked_mean(correct, test),
     }
 
 
