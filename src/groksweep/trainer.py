@@ -77,11 +77,11 @@ def train(
     the first evaluation step at which one of the run's losses (every recorded metric named
     ``*_loss``) or its weights were not finite, -1 for runs that did not diverge.
 
-    ``times`` are the evaluation steps (integers, starting at 0, at most :data:`groksweep.params.MAX_STEPS` of the
-    bucket's method; a ValueError otherwise); ``block`` of them are evaluated at once (see
-    :func:`groksweep.engine.chunked`). ``on_block(steps)`` is called from the running program
-    after each block with the number of steps it took. The number of groups must be a
-    multiple of the number of local devices (see :func:`device_count`). ``measures`` names the
+    ``times`` are the evaluation steps (integers from 0, at most the bucket's method's
+    :data:`groksweep.params.MAX_STEPS`; a ValueError otherwise); ``block`` of them are evaluated
+    at once (see :func:`groksweep.engine.chunked`). ``on_block(steps)`` is called from the
+    running program after each block with the number of steps it took. The number of groups
+    must be a multiple of the number of local devices (see :func:`device_count`). ``measures`` names the
     progress measures (:mod:`groksweep.measures`) recorded beside the task's metrics.
     """
     shape = dict(bucket.shape)
