@@ -536,6 +536,25 @@ def test_ctrl_c_during_start_up_is_a_clean_stop(tmp_path, delay):
         assert "interrupted" in err or "stopping" in err
 
 
+def test_ctrl_c_while_the_finished_command_exits_changes_nothing(tmp_path):
+    """Once the command has printed its results, Ctrl-C has nothing left to stop: a burst of
+    SIGINTs during the interpreter's exit (JAX's teardown takes a while) leaves exit 0, where
+    the interpreter's reset handlers would otherwise die of the signal with no status."""
+    spec, out = spec_file(tmp_path), tmp_path / "out"
+    assert main(run_args(spec, out)) == 0
+    command = RUN + [str(spec), "--out", str(out), *CHUNKS]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if "results.nc" in line:
+            break
+    while process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.005)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, (process.returncode, err)
+    assert "Traceback" not in err, err
+
+
 # --- the rest ---------------------------------------------------------------------------------
 def test_overwrite_removes_the_figures_of_the_old_sweep(tmp_path):
     out = tmp_path / "out"

@@ -2,6 +2,6 @@
 
 import sys
 
-from groksweep.cli import main
+from groksweep.cli import console
 
-sys.exit(main())
+sys.exit(console())

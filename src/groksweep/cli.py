@@ -30,6 +30,14 @@ RESULTS, PHASE, SPEC, LOG, CHUNKS = "results.nc", "phase.nc", "spec.toml", "log.
 INTERRUPTED = 130
 
 
+def console() -> int:
+    """The ``groksweep`` command. Outside :func:`main`, Ctrl-C is ignored: once the command is
+    done there is nothing left to stop, and a signal during the interpreter's exit (which resets
+    Python-level handlers) would otherwise kill the process with no status of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return main()
+
+
 def main(argv: list[str] | None = None) -> int:
     # Ctrl-C is caught from the first line: during start-up it stops before training, during
     # training after the current chunk; afterwards the results are written out regardless.
@@ -369,4 +377,4 @@ def _level(text: str) -> float:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())
