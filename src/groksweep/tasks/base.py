@@ -190,6 +190,8 @@ class Stream(IntEnum):
     """a high-level task's initial model (:class:`~groksweep.tasks.model.ModelTask`)"""
     DATA = 101
     """a high-level task's data"""
+    SPLIT = 102
+    """a high-level task's random train/test split of a table of examples"""
     INPUT_ROTATION = 1000
     """the eigenbasis of power-law inputs"""
 

@@ -3,14 +3,22 @@
 A :class:`ModelTask` subclass gives
 
 - ``params``: its parameters (:class:`~groksweep.params.Param`, with the roles of
-  :mod:`groksweep.params`); a ``padded`` parameter ``n_train`` is the training-set size, whose
-  rows the engine masks, so runs with different sizes share one compiled program;
+  :mod:`groksweep.params`);
 - ``init(key, shape)``: the initial model, an ``equinox.Module`` acting on *one* example. Its
   floating-point arrays are trained; every other field (sizes, activation functions) is static;
-- ``data(key, shape, dtype)``: a dict of ``x_train``, ``y_train`` (``shape["n_train"]`` rows),
-  ``x_test`` and ``y_test``, drawn from ``key`` with the prefix-stable helpers of
-  :mod:`groksweep.tasks.draws` (or loaded) so that a run with fewer training samples sees a
-  prefix of a larger one's;
+- ``data(key, shape, dtype)``: the seed's data, drawn from ``key`` with the prefix-stable helpers
+  of :mod:`groksweep.tasks.draws` (or loaded), in one of two forms:
+
+  - *split*: ``x_train``, ``y_train`` (``shape["n_train"]`` rows), ``x_test`` and ``y_test``. A
+    ``padded`` parameter ``n_train`` is the training-set size, whose rows the engine masks, so
+    runs with different sizes share one compiled program and a run with fewer training samples
+    sees a prefix of a larger one's;
+  - *table*: ``x`` and ``y``, every example of a finite dataset, and a 0/1 mask ``train`` of the
+    examples trained on (the others are the test set). Without a ``train`` of its own the data
+    gets ``split_key``, the raw key data of the seed's split stream, for a split in
+    ``family_data``; with neither, a ``traced`` parameter ``frac`` makes the engine train on a
+    random fraction ``frac`` of the examples, nested (a larger frac adds examples) and the
+    same for every run of the seed;
 - ``loss``: ``"mse"`` (mean over outputs of the squared error), ``"cross_entropy"`` (integer
   labels, or probabilities), or a function ``(prediction, target) -> loss`` of one example;
 - ``accuracy``: ``"argmax"`` (the largest output is the label), ``"sign"`` (the output's sign is
@@ -19,12 +27,24 @@ A :class:`ModelTask` subclass gives
 and the engine gives the rest: batching over the grid, padding and masks, optax optimizers with
 traced hyperparameters (weight decay ``gamma`` included), the recorded metrics ``train_loss``,
 ``test_loss``, ``train_acc``, ``test_acc`` and ``weight_norm`` (accuracies exact in float32),
-grokking times, resumable sweeps, figures and the command line. Optional: ``extra_metrics``
-for metrics of your own (declare them in ``metrics``).
+grokking times, resumable sweeps, figures and the command line.
 
-Keys: the model is drawn from the seed's stream :attr:`~groksweep.tasks.base.Stream.MODEL` and
-the data from :attr:`~groksweep.tasks.base.Stream.DATA`, so every run of a seed starts from the
-same model and sees the same data whatever its hyperparameters.
+Optional hooks: ``apply(model, x, hp)`` where the forward pass reads traced hyperparameters
+(default ``model(x)``); ``family_data(data, hp, shape)`` for data that depends on traced
+hyperparameters (labels of a traced operation, a train mask of a traced fraction; ``hp`` holds
+the task's ``shared_by`` parameters); ``extra_metrics`` for metrics of your own (declare them in
+``metrics``); ``measures`` with ``measure``, as for any task.
+
+Lazy and rich training for any model: a task that declares the parameters of
+:data:`~groksweep.tasks.base.OUTPUT_SCALE_PARAMS` (``predictor``, ``alpha``, ``init_scale``)
+gets Kumar et al.'s output scale (App. 8.1): the initial model's arrays are multiplied by
+``init_scale`` and the prediction is alpha (f(x) - f(x; theta_0)) (``predictor = "centred"``,
+zero at t = 0) or alpha f(x) (``"plain"``), f(x; theta_0) computed once per run.
+
+Keys: the model is drawn from the seed's stream :attr:`~groksweep.tasks.base.Stream.MODEL`, the
+data from :attr:`~groksweep.tasks.base.Stream.DATA` and the engine's random split from
+:attr:`~groksweep.tasks.base.Stream.SPLIT`, so every run of a seed starts from the same model
+and sees the same data whatever its hyperparameters.
 """
 
 from __future__ import annotations
@@ -36,10 +56,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
-from jax import Array
+from jax import Array, random
 
 from groksweep.errors import SpecError
 from groksweep.tasks.base import PyTree, Shape, Stream, Task, masked_mean, row_mask, stream
+from groksweep.tasks.draws import subset
 
 LOSSES = ("mse", "cross_entropy")
 ACCURACIES = ("argmax", "sign", "threshold")
@@ -62,9 +83,9 @@ class ModelTask(Task):
                 "test_acc": acc,
                 "weight_norm": (),
             }
-        padded = "n_train" in getattr(cls, "params", {})
-        if "shared_by" not in cls.__dict__ and padded:
-            cls.shared_by = ("n_train",)  # one row mask per training-set size
+        if "shared_by" not in cls.__dict__:
+            # One row mask per training-set size, one split per fraction.
+            cls.shared_by = tuple(n for n in ("n_train", "frac") if n in getattr(cls, "params", {}))
 
     # --- what a subclass gives -------------------------------------------------------------
     def init(self, key: Array, shape: Shape) -> eqx.Module:
@@ -72,8 +93,19 @@ class ModelTask(Task):
         raise NotImplementedError
 
     def data(self, key: Array, shape: Shape, dtype: Any) -> dict[str, Array]:
-        """``x_train``, ``y_train`` (``shape["n_train"]`` rows), ``x_test``, ``y_test``."""
+        """The seed's data: ``x_train``, ``y_train`` (``shape["n_train"]`` rows), ``x_test``,
+        ``y_test``; or ``x``, ``y`` and optionally ``train`` (a table of examples)."""
         raise NotImplementedError
+
+    def family_data(
+        self, data: Mapping[str, Array], hp: Mapping[str, Array], shape: Shape
+    ) -> dict[str, Array]:
+        """Data that depends on the traced ``shared_by`` hyperparameters in ``hp``."""
+        return {}
+
+    def apply(self, model: eqx.Module, x: Array, hp: Mapping[str, Array]) -> Array:
+        """The model's outputs on one example ``x``."""
+        return model(x)
 
     def extra_metrics(self, model: eqx.Module, data: Mapping[str, Array], hp) -> dict[str, Array]:
         """Metrics beyond the standard ones, keyed as declared in ``metrics``."""
@@ -90,39 +122,91 @@ class ModelTask(Task):
             )
         trained = eqx.filter(model, eqx.is_inexact_array)
         trained = jax.tree.map(lambda w: w.astype(dtype), trained)
-        return dict(self.data(stream(key, Stream.DATA), shape, dtype)) | {"model": trained}
+        data = dict(self.data(stream(key, Stream.DATA), shape, dtype))
+        if _is_table(data) and "train" not in data:
+            # The split is cut in share, where the traced frac is known.
+            data["split_key"] = random.key_data(stream(key, Stream.SPLIT))
+        return data | {"model": trained}
 
     def share(self, draws, hp, shape):
-        rows = draws["x_train"].shape[0]
-        n = hp["n_train"] if "n_train" in hp else rows
-        return {"rows": row_mask(rows, n, _float_of(draws))}
+        family = self.family_data(draws, hp, shape)
+        if not _is_table(draws):
+            rows = draws["x_train"].shape[0]
+            n = hp.get("n_train", rows)
+            return family | {"rows": row_mask(rows, n, _float_of(draws))}
+        if "train" not in draws and "train" not in family:
+            if "frac" not in hp:
+                raise SpecError(
+                    f"task {self.name!r}: a table of examples (x, y) needs a train mask from "
+                    "data or family_data, or a traced parameter frac"
+                )
+            n = draws["y"].shape[0]
+            key = random.wrap_key_data(draws["split_key"])
+            family["train"] = subset(key, n, jnp.round(hp["frac"] * n)).astype(hp["frac"].dtype)
+        return family
 
     def setup(self, data, hp, shape):
-        return data["model"], {}
+        model = data["model"]
+        if "init_scale" in hp:
+            model = jax.tree.map(lambda w: hp["init_scale"] * w, model)
+        run = {}
+        if shape.get("predictor") == "centred":
+            for x in _inputs(data):
+                run[f"f0_{x}"] = self._forward(model, data[x], hp)
+        return model, run
 
     def objective(self, model, data, hp):
-        loss = self._per_example_loss(self.predict(model, data["x_train"]), data["y_train"])
-        return masked_mean(loss, data["rows"])
+        (_, prediction, target, rows), *_ = self._examples(model, data, hp, train_only=True)
+        loss = self._per_example_loss(prediction, target)
+        return jnp.sum(loss * rows) / jnp.maximum(jnp.sum(rows), 1)
 
     def evaluate(self, model, data, hp, eps):
         metrics = {}
-        for role, rows in (("train", data["rows"]), ("test", None)):
-            prediction, target = self.predict(model, data[f"x_{role}"]), data[f"y_{role}"]
-            mask = jnp.ones(target.shape[0]) if rows is None else rows
-            metrics[f"{role}_loss"] = masked_mean(self._per_example_loss(prediction, target), mask)
-            metrics[f"{role}_acc"] = masked_mean(self._correct(prediction, target, eps), mask)
+        for role, prediction, target, rows in self._examples(model, data, hp):
+            metrics[f"{role}_loss"] = masked_mean(self._per_example_loss(prediction, target), rows)
+            metrics[f"{role}_acc"] = masked_mean(self._correct(prediction, target, eps), rows)
         leaves = jax.tree.leaves(model)
         norm = jnp.sqrt(sum(jnp.sum(w**2) for w in leaves))
         full = eqx.combine(model, self._static())
         return metrics | {"weight_norm": norm} | self.extra_metrics(full, data, hp)
 
     def probe(self, model, data, hp, n):
-        prediction = self.predict(model, data["x_test"][:n])
-        return prediction.reshape(n, -1), _as_outputs(data["y_test"][:n], prediction)
+        if _is_table(data):
+            # The held-out examples first (a stable sort on the mask), then training ones.
+            pick = jnp.argsort(data["train"], stable=True)[:n]
+            x, target, f0 = data["x"][pick], data["y"][pick], data.get("f0_x")
+            f0 = None if f0 is None else f0[pick]
+        else:
+            x, target, f0 = data["x_test"][:n], data["y_test"][:n], data.get("f0_x_test")
+            f0 = None if f0 is None else f0[:n]
+        prediction = self._predict(model, x, f0, hp)
+        return prediction.reshape(n, -1), _as_outputs(target, prediction).reshape(n, -1)
 
-    def predict(self, model: PyTree, x: Array) -> Array:
-        """The model's outputs on a batch ``x`` (the model acts on one example)."""
-        return jax.vmap(eqx.combine(model, self._static()))(x)
+    def _forward(self, model: PyTree, x: Array, hp: Mapping[str, Array]) -> Array:
+        full = eqx.combine(model, self._static())
+        return jax.vmap(lambda one: self.apply(full, one, hp))(x)
+
+    def _predict(self, model, x, f0, hp) -> Array:
+        """The predictor: alpha (f(x) - f0) or alpha f(x), where the task declares them."""
+        f = self._forward(model, x, hp)
+        if f0 is not None:
+            f = f - f0
+        return hp["alpha"] * f if "alpha" in hp else f
+
+    def _examples(self, model, data, hp, train_only: bool = False):
+        """``(role, prediction, target, mask)`` of the train and test examples."""
+        if _is_table(data):
+            prediction = self._predict(model, data["x"], data.get("f0_x"), hp)
+            y, train = data["y"], data["train"]
+            return [("train", prediction, y, train), ("test", prediction, y, 1 - train)]
+        examples = []
+        for role in ("train",) if train_only else ("train", "test"):
+            x = f"x_{role}"
+            prediction = self._predict(model, data[x], data.get(f"f0_{x}"), hp)
+            target = data[f"y_{role}"]
+            rows = data["rows"] if role == "train" else jnp.ones(target.shape[0], prediction.dtype)
+            examples.append((role, prediction, target, rows))
+        return examples
 
     def _static(self) -> PyTree:
         """The model's untrained fields, from the shape of an initial model (nothing drawn)."""
@@ -150,6 +234,14 @@ class ModelTask(Task):
             return jnp.all(jnp.sign(flat(prediction)) == jnp.sign(flat(target)), 1).astype(dtype)
         error = (prediction - _as_outputs(target, prediction)) ** 2
         return (error.reshape(error.shape[0], -1).mean(axis=1)[:, None] < eps).astype(dtype)
+
+
+def _is_table(data: Mapping[str, Array]) -> bool:
+    return "x" in data
+
+
+def _inputs(data: Mapping[str, Array]) -> tuple[str, ...]:
+    return ("x",) if _is_table(data) else ("x_train", "x_test")
 
 
 def _as_outputs(target: Array, prediction: Array) -> Array:

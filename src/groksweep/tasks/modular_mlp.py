@@ -56,12 +56,15 @@ init_scale        traced   1             multiplier of the initial weights
 eps_align         traced   1             quadratic coefficient of the "quadratic" activation
 ================  =======  ============  =====================================================
 
-Data, losses and splits come from :mod:`groksweep.tasks.arithmetic`: ``mse`` is the mean over
-training pairs of ||prediction - onehot(label)||^2 / p (PyTorch's ``MSELoss``; the three
-papers train with MSE, hence the default, without stating its normalisation), ``cross_entropy``
-the mean of -log softmax. The split and the initial weights depend only on the seed (and p,
-d_h, split, frac): every value of op, alpha, lr, ... at one seed trains on the same pairs from
-the same weights, in float32 and float64 sweeps alike (both are drawn in float32).
+Data, splits and labels come from :mod:`groksweep.tasks.arithmetic`, the losses and metrics
+from :class:`~groksweep.tasks.model.ModelTask`, on which this task is written (the table form:
+the p^2 pairs are ``x``, the labels of the traced ``op`` and the mask of the traced ``frac`` are
+family data). ``mse`` is the mean over training pairs of ||prediction - onehot(label)||^2 / p
+(PyTorch's ``MSELoss``; the three papers train with MSE, hence the default, without stating its
+normalisation), ``cross_entropy`` the mean of -log softmax. The split and the initial weights
+depend only on the seed (and p, d_h, split, frac): every value of op, alpha, lr, ... at one seed
+trains on the same pairs from the same weights, in float32 and float64 sweeps alike (both are
+drawn in float32). The model is :class:`PairMLP`, an equinox module.
 
 Metrics: ``train_loss``, ``test_loss``, the argmax accuracies ``train_acc`` and ``test_acc``
 (no eps dimension), and ``weight_norm`` sqrt(|W1|_F^2 + |W2|_F^2) of the trainable weights
@@ -83,9 +86,9 @@ the trainable weights, without c1), Fourier-transformed along the token axis:
 - ``embedding_difference``: MED, the mean norm of E[i+1] - E[i]
   (:func:`arithmetic.main_embedding_difference`, Gu et al. Definition 3.1).
 
-:meth:`ModularMLP.probe` returns the predictor and the one-hot targets on the first n held-out
-pairs in table order (pair i = a p + b), followed by training pairs if fewer than n are held
-out.
+The probe (:meth:`ModelTask.probe <groksweep.tasks.model.ModelTask.probe>`) returns the
+predictor and the one-hot targets on the first n held-out pairs in table order (pair
+i = a p + b), followed by training pairs if fewer than n are held out.
 """
 
 from __future__ import annotations
@@ -93,19 +96,38 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import Array, random
 
 from groksweep.params import Param
 from groksweep.tasks import arithmetic
-from groksweep.tasks.base import OUTPUT_SCALE_PARAMS, Shape, indexed_normal
+from groksweep.tasks.base import OUTPUT_SCALE_PARAMS, Shape
+from groksweep.tasks.draws import normal
+from groksweep.tasks.model import ModelTask
 
 ACTIVATIONS = ("square", "relu", "quadratic")
 PARAMETRISATIONS = ("mean_field", "standard")
 
 
-class ModularMLP(arithmetic.ArithmeticTask):
+class PairMLP(eqx.Module):
+    """The two-layer perceptron on one pair, ``pair = a p + b`` (its one-hot input is implied:
+    x W1 = W1[a] + W1[p + b], so no d_in-wide product is formed)."""
+
+    w1: Array
+    w2: Array
+    p: int = eqx.field(static=True)
+    c1: float = eqx.field(static=True)
+    c2: float = eqx.field(static=True)
+    activation: str = eqx.field(static=True)
+
+    def __call__(self, pair: Array, eps_align: Array) -> Array:
+        h = self.w1[pair // self.p] + self.w1[self.p + pair % self.p]
+        return self.c2 * activation(self.activation, self.c1 * h, eps_align) @ self.w2
+
+
+class ModularMLP(ModelTask):
     name = "modular_mlp"
     params: ClassVar[dict[str, Param]] = {
         **arithmetic.ARITHMETIC_PARAMS,
@@ -131,51 +153,55 @@ class ModularMLP(arithmetic.ArithmeticTask):
             float, 1.0, "traced", "quadratic coefficient of the quadratic activation", ge=0
         ),
     }
-    measures: ClassVar[dict[str, tuple[str, ...]]] = arithmetic.ArithmeticTask.measures | {
+    metrics = arithmetic.CLASSIFICATION_METRICS | {"weight_norm": ()}
+    measures: ClassVar[dict[str, tuple[str, ...]]] = {
+        "fourier_concentration": (),
         "neuron_fourier_concentration": (),
         "embedding_difference": (),
     }
+    shared_by = ("frac", "op")
+    accuracy = "argmax"
 
-    def sample(self, key: Array, shape: Shape, dtype: Any) -> dict[str, Array]:
+    @property
+    def loss(self) -> str:
+        """The spec's static ``loss``: "mse" or "cross_entropy"."""
+        return self.shape.get("loss", self.params["loss"].default)
+
+    def init(self, key: Array, shape: Shape) -> PairMLP:
         p, d_h = shape["p"], shape["d_h"]
-        split = random.fold_in(key, 3)
+        (std1, std2), (c1, c2) = scales(shape)
+        return PairMLP(
+            w1=std1 * normal(random.fold_in(key, 1), (2 * p,), (d_h,)),
+            w2=std2 * normal(random.fold_in(key, 2), (d_h,), (p,)),
+            p=p, c1=c1, c2=c2, activation=shape["activation"],
+        )  # fmt: skip
+
+    def data(self, key: Array, shape: Shape, dtype: Any) -> dict[str, Array]:
+        return {"x": jnp.arange(shape["p"] ** 2, dtype=jnp.int32)}
+
+    def family_data(self, data, hp, shape):
+        # The engine's split key; arithmetic's splits (block, strips) are cut here.
+        p, dtype = shape["p"], hp["frac"].dtype
+        split_key = random.wrap_key_data(data["split_key"])
         return {
-            "w1": indexed_normal(random.fold_in(key, 1), (2 * p,), (d_h,), dtype),
-            "w2": indexed_normal(random.fold_in(key, 2), (d_h,), (p,), dtype),
-            # Kept as raw key data so that the traced frac can cut the split in share.
-            "split_key": random.key_data(split),
+            "y": arithmetic.labels(hp["op"], p),
+            "train": arithmetic.train_mask(split_key, shape["split"], hp["frac"], p, dtype),
         }
 
-    def setup(self, data, hp, shape):
-        (std1, std2), _ = scales(shape)
-        model = {
-            "w1": hp["init_scale"] * std1 * data["w1"],
-            "w2": hp["init_scale"] * std2 * data["w2"],
-        }
-        run = {"f0": self.forward(model, hp, None)} if shape["predictor"] == "centred" else {}
-        return model, run
-
-    def forward(self, model, hp, pairs):
-        # x W1 = W1[a] + W1[p + b] for one-hot inputs: no d_in-wide product is formed.
-        p, d_h = self.shape["p"], self.shape["d_h"]
-        _, (c1, c2) = scales(self.shape)
-        w1 = model["w1"]
-        if pairs is None:
-            h = (w1[:p, None, :] + w1[None, p:, :]).reshape(p * p, d_h)
-        else:
-            h = w1[pairs // p] + w1[p + pairs % p]
-        return c2 * activation(self.shape["activation"], c1 * h, hp["eps_align"]) @ model["w2"]
-
-    def embedding(self, model):
-        return model["w1"][: self.shape["p"]]
+    def apply(self, model: PairMLP, x: Array, hp) -> Array:
+        return model(x, hp["eps_align"])
 
     def measure(self, name, model, data, hp):
+        embedding = model.w1[: self.shape["p"]]  # the a-tokens' rows
+        if name == "fourier_concentration":
+            k = min(arithmetic.FOURIER_K, self.shape["p"] // 2)
+            return arithmetic.fourier_concentration(embedding, k)
         if name == "neuron_fourier_concentration":
             per_neuron = jax.vmap(lambda e: arithmetic.fourier_concentration(e[:, None], 1), 1)
-            return jnp.mean(per_neuron(self.embedding(model)))
+            return jnp.mean(per_neuron(embedding))
         if name == "embedding_difference":
-            return arithmetic.main_embedding_difference(self.embedding(model))
-        return super().measure(name, model, data, hp)
+            return arithmetic.main_embedding_difference(embedding)
+        raise ValueError(f"unknown measure {name!r}")
 
 
 def scales(shape: Shape) -> tuple[tuple[float, float], tuple[float, float]]:
