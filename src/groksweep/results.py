@@ -118,7 +118,8 @@ def sweep_of(ds: xr.Dataset) -> Sweep:
 
 def save(ds: xr.Dataset, path: str | Path) -> None:
     """Write ``ds`` as netCDF-4, atomically (:func:`groksweep.files.write_atomic`): whole or
-    not at all, never through a link; a failure is a one-line :class:`groksweep.files.OutputError`."""
+    not at all, never through a link; a failure is a one-line
+    :class:`groksweep.files.OutputError`."""
     write_atomic(path, lambda tmp: ds.to_netcdf(tmp, format="NETCDF4"))
 
 
