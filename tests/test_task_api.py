@@ -12,6 +12,7 @@ import pytest
 
 import groksweep as gs
 from groksweep.tasks import TASKS, draws
+from groksweep.tasks.base import OUTPUT_SCALE_PARAMS
 from groksweep.tasks.linear import Linear
 
 
@@ -285,3 +286,67 @@ def test_built_in_names_are_not_replaced_and_others_only_on_request():
         assert gs.register_task(second, replace=True) is TASKS["mine"]
     finally:
         TASKS.pop("mine", None)
+
+
+# --- the table form: a finite dataset split by a traced frac, with the output scale -----------
+class Table(gs.ModelTask):
+    """Regression on a fixed table of 30 examples, trained on a fraction ``frac`` of them, with
+    Kumar et al.'s output scale (centred or plain predictor, alpha, init_scale)."""
+
+    name = "test_table"
+    params = {
+        "frac": gs.Param(float, 0.5, "traced", "fraction of the examples trained on", gt=0, lt=1),
+        **OUTPUT_SCALE_PARAMS,
+    }
+    loss, accuracy = "mse", "threshold"
+
+    def init(self, key, shape):
+        return Affine(draws.normal(key, (4,)))
+
+    def data(self, key, shape, dtype):
+        x = draws.normal(key, (30,), (4,), dtype)
+        return {"x": x, "y": x @ jnp.arange(1.0, 5.0, dtype=dtype)}
+
+
+def test_a_table_task_trains_on_a_nested_random_fraction_as_numpy_gradient_descent():
+    task, fracs = Table(), [0.3, 0.6]
+    sweep = gs.Sweep(
+        task,
+        params={"dtype": "float64", "lr": 0.1, "alpha": 1.5, "init_scale": 0.7},
+        axes={"frac": fracs, "predictor": ["centred", "plain"], "seed": [0, 1]},
+        steps=20,
+        log_points=5,
+        eps=[0.1],
+    )
+    ds = gs.run(sweep, progress=False)
+    shape = {"predictor": "centred"}
+    for seed in (0, 1):
+        with jax.enable_x64(True):
+            d = jax.tree.map(np.asarray, task.sample(jax.random.key(seed), shape, jnp.float64))
+            masks = [np.asarray(task.share(d, {"frac": jnp.float64(f)}, shape)["train"])
+                     for f in fracs]
+        small, large = (m.astype(bool) for m in masks)
+        assert [m.sum() for m in masks] == [9, 18]  # round(frac 30)
+        assert np.all(large[small])  # nested: a larger frac adds examples
+        x, y = d["x"], d["y"]
+        for frac, train in zip(fracs, masks):
+            tr = train.astype(bool)
+            for predictor in ("centred", "plain"):
+                w0 = 0.7 * d["model"].w
+                f0 = x @ w0 if predictor == "centred" else 0.0
+                w, losses = w0.copy(), []
+                for t in range(21):
+                    out = 1.5 * (x @ w - f0)
+                    if t in ds.time.values:
+                        losses.append((np.mean((out - y)[tr] ** 2), np.mean((out - y)[~tr] ** 2)))
+                    w -= 0.1 * 1.5 * 2 * x[tr].T @ (out - y)[tr] / tr.sum()
+                run = ds.sel(frac=frac, predictor=predictor, seed=seed)
+                train_loss, test_loss = np.array(losses).T
+                np.testing.assert_allclose(run.train_loss.values, train_loss, rtol=1e-10)
+                np.testing.assert_allclose(run.test_loss.values, test_loss, rtol=1e-10)
+
+
+def test_a_table_without_a_train_mask_or_frac_is_one_line():
+    no_frac = type("NoFrac", (Table,), {"name": "test_no_frac", "params": {}})
+    with pytest.raises(gs.SpecError, match="needs a train mask"):
+        gs.run(gs.Sweep(no_frac(), steps=2, log_points=2), progress=False)
