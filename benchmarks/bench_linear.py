@@ -22,6 +22,9 @@ n_test = 1000, lr = 0.05, 5000 steps, 100 log points, 64 runs (4 gammas x 16 see
 bare ``jit(vmap(scan))`` with autodiff gradients and a PyTorch loop; its ratios are taken
 against ``mlp-groksweep``.
 
+``segment-overhead`` trains groksweep-step's workload in segments (as ``groksweep run`` does,
+:class:`groksweep.trainer.ChunkTraining`) and in one call per chunk, in one process.
+
 Also measured: data-sharing families against the per-run path on a gamma x d_out grid, the
 spectral jump against gradient steps at 10^5 steps, and the machine's peak FLOP/s and memory
 bandwidth, against which achieved rates are reported.
@@ -94,6 +97,52 @@ def groksweep_contender(quick: bool, method: str, share_data: bool = True, sweep
     sweep = gs.Sweep.from_dict(sweep or spec(quick, method=method))
     program = lambda: gs.run(sweep, progress=False, share_data=share_data)  # noqa: E731
     return first_and_steady(program, sweep.n_runs, sweep.steps)
+
+
+def segment_overhead(quick: bool) -> dict:
+    """groksweep-step's workload trained in segments against one call per chunk, in one process,
+    the variants' calls interleaved (after one call each that compiles) so that they see the
+    same machine; each variant's time is its best call. With a store (as ``groksweep run``),
+    every finished chunk is saved, and with 1-second segments the state of a chunk in progress
+    every half second."""
+    import tempfile
+
+    import groksweep as gs
+    from groksweep.store import ChunkStore
+
+    sweep = gs.Sweep.from_dict(spec(quick, method="step"))
+
+    def variant(checkpoint_every, stored):
+        def call():
+            with tempfile.TemporaryDirectory() as directory:
+                store = ChunkStore(directory, sweep.to_toml()) if stored else None
+                gs.run(sweep, progress=False, store=store, checkpoint_every=checkpoint_every)
+
+        return call
+
+    variants = {
+        "whole": variant(None, False),
+        "segmented": variant(180.0, False),
+        "whole-stored": variant(None, True),
+        "segmented-stored": variant(180.0, True),
+        "segments-of-1s-stored": variant(1.0, True),
+    }
+    for call in variants.values():
+        call()
+    times = {name: [] for name in variants}
+    for _ in range(STEADY_CALLS + 1):
+        for name, call in variants.items():
+            times[name].append(_timed(call))
+    best = {name: min(t) for name, t in times.items()}
+    return {
+        "runs": sweep.n_runs,
+        "steps": sweep.steps,
+        "seconds": best["segmented"],
+        "variants_s": best,
+        "segmented_over_whole": best["segmented"] / best["whole"],
+        "segmented_over_whole_stored": best["segmented-stored"] / best["whole-stored"],
+        "segments_of_1s_over_whole_stored": best["segments-of-1s-stored"] / best["whole-stored"],
+    }
 
 
 def bare_contender(quick: bool, seeds_per_call: int | None = None) -> dict:
@@ -385,6 +434,7 @@ def _timed(fn) -> float:
 CONTENDERS = {
     "groksweep-step": lambda q: groksweep_contender(q, "step"),
     "groksweep-spectral": lambda q: groksweep_contender(q, "spectral"),
+    "segment-overhead": segment_overhead,
     "bare": bare_contender,
     "bare-chunked": lambda q: bare_contender(q, seeds_per_call=1),
     "jax-loop": jax_loop_contender,
@@ -460,6 +510,15 @@ def report(results: dict) -> str:
             f"| {name} | {r['runs']} x {r['steps']} | {r['seconds']:.2f} | {rate[name]:.3g} | "
             f"{ratio:.3g} | {flops / 1e9:.1f} | {pct_flops:.0f} | {traffic / 1e9:.1f} | "
             f"{pct_bytes:.0f} | {compile_s} | {r['peak_rss_mb']:.0f} |"
+        )
+    overhead = results.get("segment-overhead")
+    if overhead:
+        variants = ", ".join(f"{n} {t:.2f} s" for n, t in overhead["variants_s"].items())
+        rows.append(
+            f"\nsegments (one process, best of {STEADY_CALLS + 1} interleaved calls): {variants}; "
+            f"segmented ÷ whole {overhead['segmented_over_whole']:.3f}, with a store "
+            f"{overhead['segmented_over_whole_stored']:.3f}, 1 s segments with a store "
+            f"{overhead['segments_of_1s_over_whole_stored']:.3f}"
         )
     if peaks:
         rows.append(

@@ -4,8 +4,9 @@ Every script ``sweeps/figN_*.py`` is run as ``python sweeps/figN_*.py [--full] [
 [--docs]``: it builds a :class:`groksweep.Sweep`, trains it, writes ``spec.toml``,
 ``results.nc`` and ``phase.nc`` (trained), ``theory.nc`` (the exact theory on the same grid),
 the figure ``figN.png``, ``agreement.md`` (trained against theory) and ``summary.json``
-(run time, sizes) into DIR (default ``out/figN_quick`` or ``out/figN_full``). ``--docs`` also
-copies the figure into ``docs/figures/``.
+(run time, sizes) into DIR (default ``out/<script>/quick`` or ``out/<script>/full``, e.g.
+``out/fig1_lambda/quick``: a folder of the script's own, which no ``groksweep run`` of the
+README writes to). ``--docs`` also copies the figure into ``docs/figures/``.
 
 This module holds only the scripts' plumbing and layout: arguments, files, panels and
 markdown tables. The theory on a sweep's grid and the numbers of its agreement with the trained
@@ -19,6 +20,7 @@ import argparse
 import json
 import platform
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,10 +46,11 @@ LOSS_FLOOR = 1e-8  # loss panels show 8 decades below the initial loss (float32 
 # --- command line and files --------------------------------------------------------------------
 def arguments(name: str, description: str, extra=None) -> argparse.Namespace:
     """Parse ``--full``, ``--out``, ``--docs`` (and what ``extra(parser)`` adds)."""
+    script = Path(sys.argv[0]).stem
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--full", action="store_true", help="the paper-sized variant")
     parser.add_argument(
-        "--out", type=Path, help=f"output folder (default out/{name}_quick or _full)"
+        "--out", type=Path, help=f"output folder (default out/{script}/quick or /full)"
     )
     parser.add_argument("--docs", action="store_true", help="copy the figure into docs/figures/")
     if extra is not None:
@@ -55,7 +58,7 @@ def arguments(name: str, description: str, extra=None) -> argparse.Namespace:
     args = parser.parse_args()
     args.name = name
     args.variant = "full" if args.full else "quick"
-    args.out = args.out or Path("out") / f"{name}_{args.variant}"
+    args.out = args.out or Path("out") / script / args.variant
     args.out.mkdir(parents=True, exist_ok=True)
     args.timings = {}
     return args

@@ -72,7 +72,7 @@ def test_tasks_lists_every_task_and_one_task_s_parameters(capsys):
         assert name in listed
     assert main(["tasks", "modular_mlp"]) == 0
     out = capsys.readouterr().out
-    assert "frac" in out and "lr" in out and "records: train_loss" in out
+    assert "frac" in out and "lr" in out and "metrics: train_loss" in out
     assert main(["tasks", "lnear"]) == 2
     assert "did you mean 'linear'?" in capsys.readouterr().err
 

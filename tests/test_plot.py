@@ -76,7 +76,7 @@ def mesh_of(fig) -> QuadMesh:
     return mesh
 
 
-def test_phase_diagram_writes_png_and_draws_censored_cells_white(grid2, tmp_path):
+def test_phase_diagram_writes_png_and_hatches_censored_cells(grid2, tmp_path):
     _, phase = grid2
     fig = plot.phase_diagram(phase, "lam", "gamma", path=tmp_path / "pd.png")
     assert_png(tmp_path / "pd.png")
@@ -84,7 +84,10 @@ def test_phase_diagram_writes_png_and_draws_censored_cells_white(grid2, tmp_path
     assert colors.to_hex(mesh.get_cmap().get_bad()) == "#ffffff"
     masked = np.ma.getmaskarray(mesh.get_array()).reshape(2, 4)  # (gamma, lam)
     assert masked[:, 3].all() and not masked[:, :3].any()  # lam = 1.5 never groks
-    assert "white: no grokking within 1000 steps" in fig.axes[1].get_ylabel()
+    (never,) = [c for c in fig.axes[0].collections if c.get_gid() == "never-test"]
+    assert never.get_hatch() == "////" and len(never.get_paths()) == 2  # lam = 1.5, both gamma
+    legend = [t.get_text() for t in fig.legends[0].texts]
+    assert legend == ["test acc. never ≥ 0.95"]
     assert "median of 3 seeds" in fig.axes[0].get_title()
 
 
@@ -100,7 +103,7 @@ def test_phase_diagram_cells_are_centred_with_geometric_edges_on_log_axes():
     [
         ([0.1, 0.3, 1.0, 3.0], "log"),
         ([0.3, 0.5, 0.7, 1.5], "linear"),
-        ([0.0, 1e-3, 1e-2], "symlog"),
+        ([0.0, 1e-3, 1e-2], "linear"),  # categorical: even cells on a linear scale
         ([0.0, 1e-3], "linear"),
     ],
 )
@@ -121,13 +124,13 @@ def test_colour_scale_is_logarithmic_only_when_times_span_decades():
     assert not isinstance(narrow_norm, colors.LogNorm)
 
 
-def test_diverged_cells_are_grey_and_hatched(grid2):
+def test_diverged_argument_marks_cells_where_any_seed_diverged(grid2):
     _, phase = grid2
     diverged = xr.zeros_like(phase["delta_t"], dtype=bool)
     diverged.loc[{"lam": 0.3, "gamma": 1e-3, "seed": 1}] = True
     fig = plot.phase_diagram(phase, "lam", "gamma", diverged=diverged)
-    (hatched,) = [c for c in fig.axes[0].collections if isinstance(c, PolyCollection)]
-    assert hatched.get_hatch() == "///"
+    (hatched,) = [c for c in fig.axes[0].collections if c.get_gid() == "never-diverged"]
+    assert isinstance(hatched, PolyCollection) and hatched.get_hatch() == "...."
     assert len(hatched.get_paths()) == 1
 
 
@@ -135,6 +138,7 @@ def test_phase_diagram_takes_fixed_axes_and_eps():
     ds = synthetic({"lam": [0.3, 0.5], "gamma": [0.0, 1e-3], "alpha": [1.0, 2.0]})
     fig = plot.phase_diagram(gs.grokking_time(ds), "lam", "gamma", eps=1e-2, alpha=2.0)
     assert fig.axes[0].get_title().startswith("ε = 0.01, α = 2")
+    assert "linear, 1000 steps" in fig.axes[0].get_title()  # the fixed parameters, second line
 
 
 @pytest.mark.parametrize(
@@ -164,6 +168,8 @@ def test_delta_t_curve_marks_censored_points(tmp_path):
     ax = fig.axes[0]
     markers = [line for line in ax.lines if line.get_marker() == "^"]
     assert [list(line.get_xdata()) for line in markers] == [[1.5], [1.5]]  # one per eps
+    for line in markers:  # inside the panel, not clipped by its frame
+        assert line.get_clip_on() and 0 < line.get_ydata()[0] < 1
     labels = ax.get_legend_handles_labels()[1] + [t.get_text() for t in ax.get_legend().texts]
     assert "no grokking within 1000 steps" in labels
     with pytest.raises(ValueError, match="no axis 'gamma'"):
@@ -174,7 +180,8 @@ def test_learning_curves(grid2, tmp_path):
     ds, _ = grid2
     fig = plot.learning_curves(ds, gamma=1e-3, path=tmp_path / "lc.png")
     assert_png(tmp_path / "lc.png")
-    loss_ax, acc_ax = fig.axes
+    loss_ax, acc_ax, bar = fig.axes  # four lam values: a colour bar, not a legend of them
+    assert [t.get_text() for t in bar.get_yticklabels()] == ["0.3", "0.5", "0.7", "1.5"]
     assert (loss_ax.get_xscale(), loss_ax.get_yscale()) == ("log", "log")
     assert (acc_ax.get_xscale(), acc_ax.get_yscale()) == ("log", "linear")
     assert len(loss_ax.lines) == len(acc_ax.lines) == 2 * 4  # train and test, one colour per lam
@@ -215,12 +222,12 @@ def test_learning_curves_overlay_theory_in_black(grid2):
         coords={"lam": lam, "eps": [1e-3, 1e-2], "time": times},
     )
     fig = plot.learning_curves(ds, gamma=1e-3, theory=theory)
-    loss_ax, acc_ax = fig.axes
+    loss_ax, acc_ax = fig.axes[:2]
     assert len(black_lines(loss_ax)) == len(black_lines(acc_ax)) == 2 * len(lam)
     assert len(loss_ax.lines) == 2 * 4 + 2 * len(lam)  # data lines unchanged
     assert {line.get_linestyle() for line in black_lines(loss_ax)} == {"--", "-"}
     np.testing.assert_allclose(black_lines(loss_ax)[0].get_ydata(), decay[0])
-    assert "theory (black)" in [t.get_text() for t in loss_ax.get_legend().texts]
+    assert "theory" in [t.get_text() for t in fig.legends[0].texts]
     # only the losses: accuracies are optional
     fig = plot.learning_curves(ds, gamma=1e-3, theory=theory[["test_loss"]])
     assert len(black_lines(fig.axes[0])) == len(lam) and not black_lines(fig.axes[1])
@@ -267,3 +274,190 @@ def test_delta_t_curve_without_censored_points_draws_no_empty_marker_line():
     ds = synthetic({"lam": [0.3, 0.5, 0.7]})
     fig = plot.delta_t_curve(gs.grokking_time(ds), "lam")
     assert not [line for line in fig.axes[0].lines if line.get_marker() == "^"]
+
+
+# --- paper figures: axes, floors, kinds of no grokking, theory, formats --------------------------
+LINEAR_SPEC = """task = "linear"
+steps = 1000
+log_points = 30
+eps = [1e-3, 1e-2]
+
+[params]
+d_in = 200
+lr = 0.01
+
+[axes]
+{axes}
+seed = [0, 1, 2]
+"""
+
+
+def with_spec(ds, **axes):
+    """``ds`` carrying a real linear spec of its grid, so the theory applies."""
+    text = "\n".join(f"{name} = {list(values)}" for name, values in axes.items())
+    ds = ds.copy()
+    ds.attrs["spec"] = LINEAR_SPEC.format(axes=text)
+    return ds
+
+
+@pytest.mark.parametrize(
+    ("values", "kind"),
+    [
+        ([0.0, 0.03, 0.1, 0.3], "categorical"),  # holds 0, uneven
+        ([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.1, 1.3, 1.5], "linear"),
+        ([1e-4, 1e-3, 1e-2, 1e-1], "log"),
+        ([1, 2, 4, 8, 16], "log"),
+        ([0.1, 0.2, 5.0, 6.0], "categorical"),
+        ([1e-4, 1e-2], "log"),
+        (["relu", "tanh"], "categorical"),
+        ([3.0], "linear"),
+    ],
+)
+def test_axis_kind_is_chosen_from_the_values(values, kind):
+    assert plot.axis_kind(values) == kind
+
+
+def test_an_axis_holding_zero_gets_even_cells_and_a_tick_on_every_value():
+    gamma = [0.0, 0.03, 0.1, 0.3]
+    ds = synthetic({"lam": [0.3, 0.5, 0.7], "gamma": gamma})
+    fig = plot.phase_diagram(gs.grokking_time(ds), "lam", "gamma")
+    ax = fig.axes[0]
+    assert list(ax.get_yticks()) == [0, 1, 2, 3]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "0.03", "0.1", "0.3"]
+    y_edges = mesh_of(fig).get_coordinates()[:, 0, 1]
+    np.testing.assert_allclose(y_edges, [-0.5, 0.5, 1.5, 2.5, 3.5])  # even cells
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.3", "0.5", "0.7"]
+
+
+def test_phase_diagram_tells_train_never_test_never_and_diverged_apart():
+    ds = synthetic({"lam": [0.3, 0.5, 0.7, 1.5], "gamma": [0.0, 1e-3]}, never={"lam": 1.5})
+    phase = gs.grokking_time(ds)
+    train_never = {"lam": 0.7}
+    for name in ("t_train", "t_test", "delta_t"):
+        phase[name].loc[train_never] = np.nan
+    phase["train_censored"].loc[train_never] = True
+    phase["test_censored"].loc[train_never] = True
+    blew_up = {"lam": 0.3, "gamma": 0.0}
+    for name in ("t_train", "t_test", "delta_t"):
+        phase[name].loc[blew_up] = np.nan
+    phase["diverged"].loc[blew_up] = True
+    fig = plot.phase_diagram(phase, "lam", "gamma")
+    ax = fig.axes[0]
+    kinds = {c.get_gid(): c for c in ax.collections if (c.get_gid() or "").startswith("never")}
+    assert {k: c.get_hatch() for k, c in kinds.items()} == {
+        "never-train": "xxx",
+        "never-test": "////",
+        "never-diverged": "....",
+    }
+    assert {k: len(c.get_paths()) for k, c in kinds.items()} == {
+        "never-train": 2,  # lam = 0.7, both gamma
+        "never-test": 2,  # lam = 1.5
+        "never-diverged": 1,
+    }
+    legend = [t.get_text() for t in fig.legends[0].texts]
+    assert legend == ["train acc. never ≥ 0.95", "test acc. never ≥ 0.95", "diverged"]
+
+
+def test_exact_zeros_and_tiny_losses_are_drawn_at_the_floor_with_a_marker():
+    ds = synthetic({"lam": [0.3, 0.5]})
+    late = ds["time"] >= 100
+    ds["test_loss"] = ds["test_loss"].where(~late, 0.0)  # float32 underflow: exact zeros
+    fig = plot.learning_curves(ds, theory=False)
+    loss_ax = fig.axes[0]
+    floor = 1e-6  # the smallest positive loss, a power of ten
+    markers = [line for line in loss_ax.lines if line.get_marker() == "v"]
+    assert len(markers) == 2  # one per lam, where its test loss first falls under the floor
+    for line in markers:
+        assert list(line.get_ydata()) == [floor]
+        assert line.get_xdata()[0] == ds["time"].values[late.values][0]
+    data = [line for line in loss_ax.lines if line.get_marker() != "v"]
+    lowest = min(np.nanmin(line.get_ydata()) for line in data)
+    assert lowest == floor  # nothing drawn below the floor, no drop to the axis bottom
+    assert loss_ax.get_ylim()[0] < floor
+    assert any("exactly 0" in t.get_text() for t in fig.legends[0].texts)
+
+
+def test_linear_theory_is_drawn_by_default_on_delta_t_and_learning_curves():
+    lam = [0.3, 0.5, 0.7]
+    ds = with_spec(synthetic({"lam": lam}), lam=lam)
+    phase = gs.grokking_time(ds)
+    ax = plot.delta_t_curve(phase, "lam").axes[0]
+    (line,) = [line for line in ax.lines if line.get_label() == "theory"]
+    assert colors.to_hex(line.get_color()) == "#000000" and len(line.get_xdata()) == 200
+    assert np.all(np.isfinite(line.get_ydata())) and np.all(line.get_ydata() > 0)
+    # the theory's Δt at lam = 0.5, eps = 1e-3 (d_in = 200: N_tr = 400)
+    from groksweep import theory
+
+    t_train, t_test = theory.grokking_time(0.5, eps=1e-3)
+    at = np.argmin(abs(line.get_xdata() - 0.5))
+    assert line.get_ydata()[at] == pytest.approx(t_test - t_train, rel=0.05)
+    assert not [
+        ln
+        for ln in plot.delta_t_curve(phase, "lam", theory=False).axes[0].lines
+        if ln.get_label() == "theory"
+    ]
+    fig = plot.learning_curves(ds)
+    assert len(black_lines(fig.axes[0])) == 2 * len(lam)  # train and test per lam
+
+
+def test_linear_theory_contours_on_phase_maps():
+    lam, gamma = [0.3, 0.5, 0.7], [0.0, 0.01, 0.1]
+    ds = with_spec(synthetic({"lam": lam, "gamma": gamma}), lam=lam, gamma=gamma)
+    phase = gs.grokking_time(ds)
+    wide = colors.LogNorm(1.0, 1e5)  # contour levels are those the colour bar shows
+    fig = plot.phase_diagram(phase, "lam", "gamma", norm=wide)
+    ax = fig.axes[0]
+    assert "theory Δt (contours)" in [t.get_text() for t in fig.legends[0].texts]
+    assert any(type(c).__name__ in ("QuadContourSet", "ContourSet") for c in ax.collections)
+    fig = plot.phase_diagram(phase, "lam", "gamma", norm=wide, theory=False)
+    assert not any("Contour" in type(c).__name__ for c in fig.axes[0].collections)
+
+
+def test_figures_for_writes_each_requested_format(tmp_path):
+    ds = synthetic({"lam": [0.3, 0.5]})
+    phase = gs.grokking_time(ds)
+    paths = plot.figures_for(ds, phase, tmp_path, formats="pdf,svg", theory=False)
+    assert [p.name for p in paths] == [
+        "learning_curves.pdf",
+        "learning_curves.svg",
+        "delta_t.pdf",
+        "delta_t.svg",
+    ]
+    assert (tmp_path / "delta_t.pdf").read_bytes()[:5] == b"%PDF-"
+    assert b"<svg" in (tmp_path / "delta_t.svg").read_bytes()[:1000]
+    with pytest.raises(ValueError, match="figure format gif is not one of png, pdf, svg"):
+        plot.figures_for(ds, phase, tmp_path, formats="png,gif")
+    assert plt.get_fignums() == []
+
+
+def test_plot_command_takes_formats_and_no_theory(tmp_path, capsys):
+    from groksweep import spec as spec_module
+    from groksweep.cli import main
+
+    lam = [0.3, 0.5, 0.7]
+    sweep = spec_module.Sweep.from_dict(
+        {
+            "task": "linear",
+            "steps": 1000,
+            "log_points": 30,
+            "eps": [1e-3, 1e-2],
+            "params": {"d_in": 200, "lr": 0.01},
+            "axes": {"lam": lam, "seed": [0, 1, 2]},
+        }
+    )
+    ds = synthetic({"lam": lam})
+    ds = ds.assign(diverged=xr.zeros_like(ds["train_loss"].isel(time=0), bool))
+    ds = ds.assign(diverged_at=xr.full_like(ds["diverged"], -1, dtype=int))
+    ds.attrs["spec"] = sweep.to_toml()
+    results.save(ds, tmp_path / "results.nc")
+    results.save(gs.grokking_time(ds), tmp_path / "phase.nc")
+    assert main(["plot", str(tmp_path), "--format", "png,svg", "--no-theory"]) == 0
+    for name in ("learning_curves", "delta_t"):
+        assert (tmp_path / f"{name}.png").is_file() and (tmp_path / f"{name}.svg").is_file()
+    assert b"theory" not in (tmp_path / "delta_t.svg").read_bytes()
+    assert main(["plot", str(tmp_path), "--format", "svg"]) == 0  # theory drawn by default
+    assert b"theory" in (tmp_path / "delta_t.svg").read_bytes()
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path), "--format", "png,gif"]) == 2
+    err = capsys.readouterr().err
+    assert "figure format gif is not one of png, pdf, svg" in err and err.count("\n") == 1

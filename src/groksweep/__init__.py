@@ -26,6 +26,7 @@ _HOME = {
     "grokking_time": "groksweep.phase",
     "reduce_seeds": "groksweep.phase",
     "stage_times": "groksweep.phase",
+    "open_sweeps": "groksweep.results",
 }
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "Task",
     "get_task",
     "grokking_time",
+    "open_sweeps",
     "prepare",
     "reduce_seeds",
     "register_task",
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from groksweep.errors import SpecError
     from groksweep.params import Param
     from groksweep.phase import grokking_time, reduce_seeds, stage_times
+    from groksweep.results import open_sweeps
     from groksweep.spec import Sweep
     from groksweep.tasks import get_task, register_task
     from groksweep.tasks.base import Task

@@ -1,15 +1,19 @@
-"""Command line: ``groksweep run SPEC.toml --out DIR``, ``groksweep plot DIR`` and
-``groksweep tasks [TASK]``.
+"""Command line: ``groksweep run SPEC.toml --out DIR``, ``groksweep plan SPEC.toml``,
+``groksweep plot DIR`` and ``groksweep tasks [TASK]``.
 
 ``run`` validates and plans the sweep, then claims and locks DIR (one process owns it) and
 writes ``DIR/spec.toml`` (the normalised spec), ``DIR/chunks/`` (each finished chunk),
 ``DIR/log.txt``, ``DIR/results.nc`` (trajectories), ``DIR/phase.nc`` (grokking times) and the
 default figures as ``DIR/*.png``, every file atomically and never through a link. Running the
 same command again resumes from the saved chunks; a DIR holding a different sweep is refused
-unless ``--overwrite``. Ctrl-C stops before training, or after the current chunk is saved (exit
-code 130). ``plot`` redraws the figures from the saved files; ``tasks`` lists the tasks a spec
-can name, or one task's parameters. Errors in the input are printed as one line, exit code 2;
-errors of the file system (or a DIR in use), exit code 1.
+unless ``--overwrite``. Ctrl-C, SIGTERM or SIGUSR1 stop before training, or once the current
+segment of a chunk is saved (``--checkpoint-every``), with exit code 130, 143 or 138
+(:data:`STOP_CODES`); a second one stops at once. ``plot`` redraws the figures from the saved
+files; ``tasks`` lists the tasks a spec can name, or one task's parameters. ``plan`` (or
+``run --dry-run``) prints the runs, buckets, chunks, memory and a calibrated time
+(:mod:`groksweep.estimate`), and writes nothing; ``--set KEY=VALUE`` overrides a field of the
+spec (:func:`groksweep.spec.override`). Errors in the input are printed as one line, exit code
+2; errors of the file system (or a DIR in use), exit code 1.
 """
 
 from __future__ import annotations
@@ -20,14 +24,19 @@ import os
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from groksweep import groksweep_version
-from groksweep.errors import SpecError
+from groksweep.errors import SpecError, SpecWarning
 from groksweep.files import DirectoryInUse, DirectoryLock, append_line, remove_tree, write_atomic
 
 RESULTS, PHASE, SPEC, LOG, CHUNKS = "results.nc", "phase.nc", "spec.toml", "log.txt", "chunks"
 INTERRUPTED = 130
+STOP_CODES = {signal.SIGINT: INTERRUPTED, signal.SIGTERM: 143, signal.SIGUSR1: 138}
+"""Exit code of a sweep stopped by a signal: 128 + its number, the status a shell gives a
+process that signal ended, which is what a scheduler (SLURM, Kubernetes) reads as "stopped by
+my signal"; the sweep saved its progress first (docs/SCALING.md)."""
 
 
 def console() -> int:
@@ -35,13 +44,22 @@ def console() -> int:
     done there is nothing left to stop, and a signal during the interpreter's exit (which resets
     Python-level handlers) would otherwise kill the process with no status of its own."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return main()
+    code = main()
+    trainer = sys.modules.get("groksweep.trainer")
+    if trainer is not None and trainer.computing():
+        # A second Ctrl-C left XLA computing in a thread, which the interpreter's exit would
+        # abort (status 134): leave without it; every file written is whole already.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
     # Ctrl-C is caught from the first line: during start-up it stops before training, during
-    # training after the current chunk; afterwards the results are written out regardless.
-    with _StopOnInterrupt() as stop:
+    # training once the current segment is saved; afterwards the results are written out.
+    with warnings.catch_warnings(), _StopOnInterrupt() as stop:
+        warnings.showwarning = _show_warning
         try:
             args = _parser().parse_args(argv)
             # A spec's task "module:attribute" may be a file here, as with `python -m`;
@@ -58,7 +76,18 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(err, 1)
         except KeyboardInterrupt:
             print("\ngroksweep: interrupted", file=sys.stderr)
-            return INTERRUPTED
+            return stop.code
+
+
+_show_other_warning = warnings.showwarning
+
+
+def _show_warning(message, category, *args, **kwargs) -> None:
+    """A spec's warning as one line, like its errors; others as Python shows them."""
+    if issubclass(category, SpecWarning):
+        print(f"groksweep: warning: {message}", file=sys.stderr)
+    else:
+        _show_other_warning(message, category, *args, **kwargs)
 
 
 def _fail(err: Exception, code: int) -> int:
@@ -73,15 +102,19 @@ def _fail(err: Exception, code: int) -> int:
 def _run(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
     from groksweep.spec import Sweep
 
-    if not args.out.strip():
-        raise SpecError("--out must name a directory")
-    sweep = Sweep.from_toml(args.spec)  # validate before importing the heavy machinery
+    if args.dry_run:
+        return _plan(args, stop)
+    if args.out is None or not args.out.strip():
+        raise SpecError("--out must name a directory (or pass --dry-run)")
+    stop.watch(signal.SIGTERM, signal.SIGUSR1)  # a scheduler's notice: save and stop
+    sweep = Sweep.from_toml(args.spec, args.set)  # validate before importing the heavy machinery
     out = Path(args.out)
     import jax
 
     if args.distributed:
         _initialize_distributed(args)
     from groksweep import engine, phase, plot, results
+    from groksweep.estimate import estimate
     from groksweep.store import ChunkStore
     from groksweep.tasks.base import task_identity
 
@@ -92,11 +125,14 @@ def _run(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
         chunk_size=args.chunk_size,
         reproducible=args.reproducible,
     )
+    # Not calibrated: that would compile every bucket twice more (`groksweep plan` does).
+    plan_line = f"plan: {estimate(prepared, calibrate=False).summary()}"
+    print(plan_line)
     if stop.requested():
         print(
             "groksweep: interrupted before training started; nothing was written", file=sys.stderr
         )
-        return INTERRUPTED
+        return stop.code
     first = jax.process_index() == 0
     lock = _claim(out, sweep.to_toml(), args.overwrite) if first else None
     if jax.process_count() > 1:
@@ -112,7 +148,7 @@ def _run(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
     try:
         log(
             f"groksweep {groksweep_version()}, jax {jax.__version__}, "
-            f"devices {jax.devices()}\n{sweep.to_toml()}"
+            f"devices {jax.devices()}\n{plan_line}\n{sweep.to_toml()}"
         )
         store = ChunkStore(out / CHUNKS, sweep.to_toml(), task_identity(sweep.task_def))
         start = time.perf_counter()
@@ -123,6 +159,7 @@ def _run(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
                 store=store,
                 should_stop=stop.requested,
                 log=log,
+                checkpoint_every=args.checkpoint_every,
             )
         except engine.SweepInterrupted as err:
             log(f"interrupted: {err}")
@@ -130,7 +167,7 @@ def _run(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
                 f"groksweep: interrupted, {err}. Run the same command again to resume.",
                 file=sys.stderr,
             )
-            return INTERRUPTED
+            return stop.code
         diverged = ds["diverged"].values.sum()
         log(f"trained in {time.perf_counter() - start:.2f} s; {diverged} diverged runs")
         for index in zip(*ds["diverged"].values.nonzero()):
@@ -141,12 +178,40 @@ def _run(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
         ph = phase.grokking_time(ds, level=args.level)
         results.save(ds, out / RESULTS)
         results.save(ph, out / PHASE)
-        for path in plot.figures_for(ds, ph, out):
+        for path in plot.figures_for(ds, ph, out, **_figure_options(args)):
             print(f"wrote {path}")
     finally:
         if lock:
             lock.release()
     print(f"wrote {out / RESULTS} and {out / PHASE}")
+    return 0
+
+
+def _plan(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
+    """Print the sweep's plan and, calibrated, its time; write nothing, claim no directory."""
+    from groksweep.spec import Sweep
+
+    sweep = Sweep.from_toml(args.spec, args.set)
+    from groksweep import engine
+    from groksweep.estimate import estimate
+
+    prepared = engine.prepare(
+        sweep,
+        memory_budget=args.memory_budget,
+        chunk_size=args.chunk_size,
+        reproducible=args.reproducible,
+    )
+    try:
+        plan = estimate(
+            prepared,
+            calibrate=not args.no_timing,
+            should_stop=stop.requested,
+            checkpoint_every=args.checkpoint_every,
+        )
+    except engine.SweepInterrupted:
+        print("groksweep: interrupted during calibration; nothing was written", file=sys.stderr)
+        return stop.code
+    print(plan.report())
     return 0
 
 
@@ -205,11 +270,14 @@ def _read_own(path: Path) -> str | None:
 
 
 class _StopOnInterrupt:
-    """Within the block, a first Ctrl-C asks the command to stop at the next safe point
-    (before training, or after the current chunk is saved); a second one interrupts at once."""
+    """Within the block, a first Ctrl-C (or a signal given to :meth:`watch`) asks the command to
+    stop at the next safe point (before training, or once the current segment is saved); a
+    second one interrupts at once. ``code`` is the exit code of the first one."""
 
     def __init__(self) -> None:
         self._requested = False
+        self.code = INTERRUPTED
+        self._previous: dict[int, object] = {}
 
     def requested(self) -> bool:
         return self._requested
@@ -218,18 +286,25 @@ class _StopOnInterrupt:
         if self._requested:
             raise KeyboardInterrupt
         self._requested = True
+        self.code = STOP_CODES[signum]
         print(
-            "\ngroksweep: stopping before training, or after the current chunk is saved "
-            "(Ctrl-C again to abort)",
+            f"\ngroksweep: {signal.Signals(signum).name}: stopping before training, or once the "
+            "current segment is saved (Ctrl-C again to stop at once, keeping what is saved)",
             file=sys.stderr,
         )
 
+    def watch(self, *signums: int) -> None:
+        """Handle these signals too, until the block ends (a scheduler's SIGTERM, SIGUSR1)."""
+        for signum in signums:
+            self._previous.setdefault(signum, signal.signal(signum, self._handle))
+
     def __enter__(self):
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self.watch(signal.SIGINT)
         return self
 
     def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def _plot(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
@@ -244,7 +319,7 @@ def _plot(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
     ds = results.load(out / RESULTS, kind="results")
     ph = results.load(out / PHASE, kind="phase")
     results.check_pair(ds, ph)
-    for path in plot.figures_for(ds, ph, out):
+    for path in plot.figures_for(ds, ph, out, **_figure_options(args)):
         print(f"wrote {path}")
     return 0
 
@@ -263,11 +338,33 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="run a sweep spec (TOML) and write results and figures")
     run.add_argument("spec", help="sweep specification, a TOML file")
-    run.add_argument("--out", required=True, help="output directory")
+    run.add_argument("--out", help="output directory")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan and the estimated time, as `groksweep plan`; write nothing",
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the spec: params.lr=0.02, 'axes.seed=[0,1,2]', steps=5000 "
+        "(a TOML value; repeatable)",
+    )
     run.add_argument(
         "--level", type=_level, default=0.95, help="accuracy level of the grokking time"
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_figure_options(run)
+    run.add_argument(
+        "--checkpoint-every",
+        type=_positive_seconds,
+        default=180.0,
+        metavar="SECONDS",
+        help="save a chunk in training about this often, and stop at most this long after "
+        "Ctrl-C, SIGTERM or SIGUSR1 (default: 180)",
+    )
     run.add_argument(
         "--memory-budget",
         type=_bytes,
@@ -300,9 +397,33 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--coordinator", help="host:port of process 0 (outside SLURM)")
     run.add_argument("--num-processes", type=_positive_int, help="process count (outside SLURM)")
     run.add_argument("--process-id", type=int, help="this process's id (outside SLURM)")
-    run.set_defaults(command=_run)
+    run.set_defaults(command=_run, no_timing=False)
+    plan = commands.add_parser(
+        "plan", help="print a sweep's runs, buckets, chunks, memory and estimated time"
+    )
+    plan.add_argument("spec", help="sweep specification, a TOML file")
+    plan.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="as for `run`"
+    )
+    plan.add_argument("--memory-budget", type=_bytes, metavar="SIZE", help="as for `run`")
+    plan.add_argument("--chunk-size", type=_positive_int, metavar="N", help="as for `run`")
+    plan.add_argument("--reproducible", action="store_true", help="as for `run`")
+    plan.add_argument(
+        "--checkpoint-every",
+        type=_positive_seconds,
+        default=180.0,
+        metavar="SECONDS",
+        help="as for `run`: the segments a chunk trains in",
+    )
+    plan.add_argument(
+        "--no-timing",
+        action="store_true",
+        help="plan without compiling: no calibration, no estimated time",
+    )
+    plan.set_defaults(command=_plan)
     plot = commands.add_parser("plot", help="redraw the figures of a finished run")
     plot.add_argument("dir", help="output directory of `groksweep run`")
+    _add_figure_options(plot)
     plot.set_defaults(command=_plot)
     tasks = commands.add_parser("tasks", help="list the tasks a spec can name, or one's parameters")
     tasks.add_argument("task", nargs="?", help="a task's name: list its parameters")
@@ -323,17 +444,51 @@ def _tasks(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
     if args.task is None:
         plugins = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
         for name, task in sorted(TASKS.items()):
-            print(f"{name:22} {type(task).__module__}")
+            print(f"{name:22} {type(task).__module__:30} {_first_line(task)}")
         for name, value in sorted(plugins.items()):
             if name not in TASKS:
                 print(f"{name:22} {value} (plugin)")
         return 0
+    from groksweep.measures import available
+
     task = get_task(args.task)
     print(f"{task.name}: {type(task).__module__}.{type(task).__qualname__}")
+    print(f"  {_first_line(task)}")
+    rows = [("name", "role", "type", "default", "allowed", "meaning")]
     for name, param in declared_params(task).items():
-        print(f"  {name:16} {param.role:7} {param.default!r:>12}  {param.doc}")
-    print(f"  records: {', '.join(task.metrics)}")
+        default = "-" if param.default is None else repr(param.default)
+        rows.append(
+            (name, param.role, param.type.__name__, default, _allowed(param), param.doc)
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[5])
+    dims = lambda names: ", ".join(  # noqa: E731
+        f"{n} ({', '.join(d)})" if d else n for n, d in names.items()
+    )
+    print(f"  metrics: {dims(task.metrics)}")
+    print(f"  measures (optional): {dims(available(task))}")
+    print(f"  methods: {', '.join(task.methods)}")
     return 0
+
+
+def _first_line(task) -> str:
+    """The first paragraph of a task class's own docstring, or of its module's, cut to a line."""
+    doc = type(task).__doc__ or sys.modules[type(task).__module__].__doc__ or ""
+    text = " ".join(doc.strip().split("\n\n")[0].split())
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _allowed(param) -> str:
+    """A parameter's allowed values: its choices, or its range."""
+    if param.choices:
+        return " | ".join(param.choices)
+    bounds = [
+        f"{op} {bound:,}" if isinstance(bound, int) else f"{op} {bound:g}"
+        for op, bound in ((">", param.gt), (">=", param.ge), ("<", param.lt), ("<=", param.le))
+        if bound is not None
+    ]
+    return ", ".join(bounds) or "any"
 
 
 def _bytes(text: str) -> float:
@@ -364,6 +519,52 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+FIGURE_FORMATS = ("png", "pdf", "svg")  # groksweep.plot.FORMATS, without importing matplotlib
+
+
+def _add_figure_options(parser: argparse.ArgumentParser) -> None:
+    """--no-theory and --format, on `run` and `plot`."""
+    parser.add_argument(
+        "--no-theory",
+        action="store_true",
+        help="draw no theory beside the trained runs (drawn by default where the task has one)",
+    )
+    parser.add_argument(
+        "--format",
+        type=_formats,
+        default=("png",),
+        metavar="png,pdf,svg",
+        help="figure formats, comma-separated (default: png)",
+    )
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in text.split(",") if f.strip()))
+    bad = [f for f in formats if f not in FIGURE_FORMATS]
+    if bad or not formats:
+        raise argparse.ArgumentTypeError(
+            f"figure format {', '.join(bad) or '(none)'} is not one of {', '.join(FIGURE_FORMATS)}"
+        )
+    return formats
+
+
+def _figure_options(args: argparse.Namespace) -> dict:
+    return {
+        "theory": not getattr(args, "no_theory", False),
+        "formats": getattr(args, "format", ("png",)),
+    }
 
 
 def _level(text: str) -> float:

@@ -1,5 +1,5 @@
-"""``run(sweep)``: spec -> run table -> shape buckets -> memory-sized chunks -> compiled trainer
--> labelled results."""
+"""``run(sweep)``: spec -> run table -> shape buckets -> memory-sized chunks -> compiled trainer,
+driven in timed segments -> labelled results."""
 
 from __future__ import annotations
 
@@ -28,7 +28,13 @@ from groksweep.tasks import Task
 
 
 class SweepInterrupted(Exception):
-    """Raised between chunks when ``should_stop`` asks for it; finished chunks are saved."""
+    """Raised between chunks or segments when ``should_stop`` asks for it; finished chunks,
+    and with a store the chunk in progress, are saved."""
+
+
+CHECKPOINT_EVERY = 180.0
+"""Seconds a segment of a chunk lasts by default (``--checkpoint-every``): the most work a
+kill loses, against the cost of a call and a save per segment, negligible at minutes."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,7 @@ def run(
     store: ChunkStore | None = None,
     should_stop: Callable[[], bool] | None = None,
     log: Callable[[str], None] | None = None,
+    checkpoint_every: float | None = CHECKPOINT_EVERY,
 ) -> xr.Dataset:
     """Train every run of ``sweep`` and return its trajectories (see :mod:`groksweep.results`).
 
@@ -115,11 +122,28 @@ def run(
     then holds one run per device, the fewest any chunk holds). It gives up batching, so it is
     slower, and it compiles once per distinct shape.
 
-    With a ``store``, every finished chunk is saved, and chunks already in the store are read
-    back instead of trained. ``should_stop()`` is asked before training each chunk; if it
-    returns True the sweep stops with :class:`SweepInterrupted`. ``log`` receives one line per
-    planning decision and per chunk.
+    A chunk trains in segments of about ``checkpoint_every`` seconds (None: one segment per
+    chunk), each one call of the bucket's program (see :class:`groksweep.trainer.ChunkTraining`);
+    the first segment of a bucket is one unit long, to time it, and later ones are sized from
+    the bucket's segments so far (:class:`_Pace`). Between segments the progress bar moves and,
+    with a ``store``, the chunk's state is saved (when half a segment's time has passed since
+    its last save), so that a rerun continues from there; results do not depend on where
+    segments end. Every finished chunk is saved, and chunks already in the store are read back
+    instead of trained. ``should_stop()`` is asked before each chunk and after each segment; if
+    it returns True the sweep saves the chunk in progress and stops with
+    :class:`SweepInterrupted`. ``log`` receives one line per planning decision, per compiled
+    program and per chunk.
     """
+    if checkpoint_every is not None and (
+        isinstance(checkpoint_every, bool)
+        or not isinstance(checkpoint_every, (int, float))
+        or not checkpoint_every > 0
+    ):
+        raise SpecError(
+            f"checkpoint_every must be a positive number of seconds, got {checkpoint_every!r}"
+        )
+    if checkpoint_every == math.inf:
+        checkpoint_every = None
     if not isinstance(sweep, SweepPlan):
         sweep = prepare(
             sweep,
@@ -153,15 +177,9 @@ def run(
     elsewhere = []  # chunks other processes train, read back from the store at the end
     keys = set()  # every chunk's key: other files in the store are stale
     chunk_numbers = itertools.count()
-    runs_done = 0
-    with tqdm(
-        total=sweep.n_runs * sweep.steps,
-        unit=" run-steps",
-        unit_scale=True,
-        disable=not progress,
-        desc=f"{sweep.task}: {sweep.n_runs} runs, {len(buckets)} buckets",
-    ) as bar:
+    with _Progress(sweep, len(buckets), progress) as bar:
         for i, (bucket, groups_per_chunk, block) in enumerate(buckets):
+            pace = _Pace(checkpoint_every, by_steps=dict(bucket.shape)["method"] == "step")
             for chunk in _chunks(bucket, groups_per_chunk):
                 key = store.key(bucket.shape, chunk.run_index, chunk.valid) if store else None
                 keys.add(key)
@@ -171,29 +189,27 @@ def run(
                     continue
                 metrics = store.load(key, expect, log) if store else None
                 if metrics is not None:
-                    bar.update(sweep.steps * chunk.n_runs)
+                    bar.read_back(sweep.steps * chunk.n_runs)
                     log(f"bucket {i} chunk {key}: {chunk.n_runs} runs read back")
                 else:
                     if should_stop and should_stop():
                         raise SweepInterrupted(
                             "stopped before a new chunk; finished chunks are saved"
                         )
+                    training = trainer.ChunkTraining(task, chunk, times, eps, sweep.measures, block)
+                    if training.compile_seconds:
+                        log(f"bucket {i}: program compiled in {training.compile_seconds:.2f} s")
                     start = time.perf_counter()
-                    on_block = (
-                        (lambda steps, c=chunk: bar.update(steps * c.n_runs)) if progress else None
-                    )
-                    metrics = trainer.train(
-                        task, chunk, times, eps, on_block, sweep.measures, block
-                    )
+                    segments = _train(training, i, key, chunk, pace, bar, store, should_stop, log)
+                    metrics = training.result()
                     if store:
                         store.save(key, metrics)
                     log(
                         f"bucket {i} chunk {key}: {chunk.n_runs} runs trained in "
-                        f"{time.perf_counter() - start:.2f} s"
+                        f"{time.perf_counter() - start:.2f} s, {segments} segments"
                     )
                 _scatter(chunk, metrics, outputs, diverged_at)
-                runs_done += chunk.n_runs
-                bar.set_postfix_str(f"{runs_done}/{sweep.n_runs} runs done")
+                bar.runs_done(chunk.n_runs)
     if processes > 1:
         multihost_utils.sync_global_devices("groksweep: every process saved its chunks")
         for chunk, key, expect in elsewhere:
@@ -207,6 +223,144 @@ def run(
             log(f"removed {removed} chunk files of other code that no rerun would read")
     return to_dataset(sweep, outputs, times, diverged_at)
 
+
+def _train(
+    training: trainer.ChunkTraining,
+    bucket_index: int,
+    key: str | None,
+    chunk: Bucket,
+    pace: _Pace,
+    bar: _Progress,
+    store: ChunkStore | None,
+    should_stop: Callable[[], bool] | None,
+    log: Callable[[str], None],
+) -> int:
+    """Train a chunk to its end in segments, from its saved state if the store holds one;
+    between segments, move the bar, save the state when due and stop when asked. Returns how
+    many segments it ran."""
+    if store:
+        saved = store.load_partial(key, training.block, training.state_shapes(), log)
+        if saved is not None and training.restore(*saved):
+            bar.read_back(training.steps_done() * chunk.n_runs)
+            log(
+                f"bucket {bucket_index} chunk {key}: resumed after {training.done} of "
+                f"{training.units} units"
+            )
+        elif saved is not None:
+            log(f"bucket {bucket_index} chunk {key}: saved state not this chunk's: recomputed")
+    last_save = time.perf_counter()
+    for segments in itertools.count(1):
+        first, units = training.done, pace.units(training)
+        began = time.perf_counter()
+        steps = training.advance(units)
+        seconds = time.perf_counter() - began
+        pace.record(training, first, seconds)
+        bar.trained(steps * chunk.n_runs, seconds)
+        if training.finished:
+            return segments
+        stop = should_stop is not None and should_stop()
+        if store and (stop or time.perf_counter() - last_save >= pace.save_after):
+            store.save_partial(key, training.block, training.done, training.state())
+            last_save = time.perf_counter()
+        if stop:
+            saved = "saved" if store else "not saved"
+            raise SweepInterrupted(
+                f"stopped after {training.done} of {training.units} units of a chunk, "
+                f"which is {saved}; finished chunks are saved"
+            )
+
+
+class _Pace:
+    """How many units (:class:`groksweep.trainer.ChunkTraining`) the next segment of a
+    bucket's chunk runs, to last about ``target`` seconds: one unit while the bucket is untimed,
+    then as many as its segments so far say fit.
+
+    A segment costs about a * units + b * steps + c * evaluations, and which term dominates
+    changes along a log-spaced schedule. Scaling the time of all the bucket's segments so far by
+    the largest of the three ratios (next segment's over theirs) bounds every term, hence the
+    whole, so a segment does not overrun by much. The spectral method jumps, so its units cost
+    the same whatever their steps (``by_steps=False``)."""
+
+    def __init__(self, target: float | None, by_steps: bool):
+        self.target = target
+        self.by_steps = by_steps
+        self.totals = np.zeros(3)  # units, evaluations, steps of the timed segments
+        self.seconds = 0.0
+
+    @property
+    def save_after(self) -> float:
+        """Seconds after which a chunk's state is saved again: a short first segment is not."""
+        return 0.5 * self.target if self.target is not None else math.inf
+
+    def _features(self, training: trainer.ChunkTraining, first: int, stop: int) -> np.ndarray:
+        """Cumulative units, evaluations and steps of units ``first`` to each of ``stop``."""
+        units = np.arange(1, stop - first + 1)
+        evaluations = np.cumsum(training.unit_evaluations[first:stop])
+        steps = np.cumsum(training.unit_steps[first:stop]) if self.by_steps else 0 * units
+        return np.stack([units, evaluations, steps])
+
+    def record(self, training: trainer.ChunkTraining, first: int, seconds: float) -> None:
+        self.totals += self._features(training, first, training.done)[:, -1]
+        self.seconds += seconds
+
+    def units(self, training: trainer.ChunkTraining) -> int:
+        left = training.units - training.done
+        if self.target is None:
+            return left
+        if not self.seconds:
+            return 1
+        ahead = self._features(training, training.done, training.units)
+        known = self.totals > 0
+        ratio = (ahead[known] / self.totals[known, None]).max(axis=0)
+        return max(1, int(np.count_nonzero(ratio * self.seconds <= self.target)))
+
+
+class _Progress:
+    """The progress bar, in run-steps. Its speed and time left count only trained segments'
+    time: not compilation, not chunks or segments read back from the store."""
+
+    def __init__(self, sweep: Sweep, n_buckets: int, show: bool):
+        self.total = sweep.n_runs * sweep.steps
+        self.n_runs = sweep.n_runs
+        self.done_runs = self.done_steps = 0
+        self.trained_steps, self.seconds = 0, 0.0
+        self.bar = tqdm(
+            total=self.total,
+            unit=" run-steps",
+            unit_scale=True,
+            disable=not show,
+            desc=f"{sweep.task}: {sweep.n_runs} runs, {n_buckets} buckets",
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+        )
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+    def read_back(self, run_steps: int) -> None:
+        self.done_steps += run_steps
+        self.bar.update(run_steps)
+
+    def trained(self, run_steps: int, seconds: float) -> None:
+        self.trained_steps += run_steps
+        self.seconds += seconds
+        self.read_back(run_steps)
+        self.bar.set_postfix_str(self.status())
+
+    def runs_done(self, runs: int) -> None:
+        self.done_runs += runs
+        self.bar.set_postfix_str(self.status())
+
+    def status(self) -> str:
+        """Speed, time left and runs done, as the bar shows them."""
+        runs = f"{self.done_runs}/{self.n_runs} runs done"
+        if not self.seconds:
+            return runs
+        rate = self.trained_steps / self.seconds
+        left = tqdm.format_interval((self.total - self.done_steps) / rate)
+        return f"{tqdm.format_sizeof(rate)} run-steps/s, about {left} left, {runs}"
 
 def _extra_shapes(sweep: Sweep) -> dict[str, tuple[int, ...]]:
     """Each recorded metric's shape at one run and log point: () or (number of eps,)."""
@@ -225,9 +379,9 @@ def _expected_shapes(sweep: Sweep, chunk: Bucket, n_times: int) -> dict[str, tup
 def enable_compilation_cache() -> None:
     """Turn on JAX's persistent compilation cache, unless the user configured one or set
     ``GROKSWEEP_COMPILATION_CACHE=0``. The directory is ``$GROKSWEEP_COMPILATION_CACHE`` or
-    ``~/.cache/groksweep/xla``. JAX does not persist programs with host callbacks, so only
-    runs without a progress bar (``progress=False``, ``--quiet``) reuse compiled programs
-    across processes."""
+    ``~/.cache/groksweep/xla``. The progress bar is fed between segments, from the host, so
+    no program has a host callback (which JAX would not persist): every run reuses compiled
+    programs across processes."""
     setting = os.environ.get("GROKSWEEP_COMPILATION_CACHE", "")
     if setting == "0" or jax.config.jax_compilation_cache_dir:
         return
@@ -294,8 +448,7 @@ def chunked(
     devices = trainer.device_count()
 
     def group_bytes(f: int, s: int, block: int = 1) -> float:
-        per_run = sizes.per_run + block * sizes.per_evaluation
-        return sizes.per_group + f * sizes.per_family + f * s * per_run
+        return memory_of_group(sizes, f, s, block)
 
     def check_fits(block: int = 1) -> None:
         if group_bytes(1, 1, block) > budget:
@@ -335,6 +488,15 @@ def chunked(
         1 + (budget - groups * group_bytes(families, slots)) // (runs * sizes.per_evaluation),
     )
     return Chunking(bucket, groups, _even(n_times - 1, max(int(block), 1)))
+
+
+def memory_of_group(
+    sizes: trainer.StateBytes, families: int, slots: int, block: int = 1
+) -> float:
+    """Bytes one group of ``families`` x ``slots`` runs holds while it evaluates ``block`` log
+    points at once; a chunk holds its groups' sum, within the budget."""
+    per_run = sizes.per_run + block * sizes.per_evaluation
+    return sizes.per_group + families * sizes.per_family + families * slots * per_run
 
 
 def _regroup(bucket: Bucket, families: int, slots: int) -> Bucket:

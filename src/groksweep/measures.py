@@ -22,7 +22,8 @@ ntk_alignment      the (uncentred) kernel-target alignment y^T K y / (|K|_F |y|^
 The NTK alignment holds an (n k) x P Jacobian per run (n = ``ntk_points``, k outputs, P
 parameters): keep ``ntk_points`` small for wide models and many classes.
 
-Task-specific measures (MED, Fourier concentration, ...) are declared by each task in
+Task-specific measures (MED, Fourier concentration, the IPR of Fourier features, softmax
+collapse, ...) are declared by each task in
 ``Task.measures`` and documented in its docstring.
 """
 

@@ -23,8 +23,9 @@ import math
 import os
 import stat
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import jax
 import netCDF4
@@ -253,3 +254,217 @@ def _check_grid(path: Path, ds: xr.Dataset, sweep: Sweep) -> None:
         if not np.array_equal(ds[name].values, np.asarray(values)):
             raise _refused(path, f"spec values of {name} are not the file's")
 
+
+
+# --- several sweeps read together --------------------------------------------------------------
+RESULTS_FILE = "results.nc"
+PHASE_FILE = "phase.nc"
+SAME_FIELDS = ("task", "steps", "log_points", "eps", "measures")
+"""Fields of a spec that sweeps read together must share (and every parameter not an axis)."""
+OVERLAP_RTOL = 1e-3
+"""Relative tolerance within which a grid point held by two sweeps must agree: runs of the same
+point agree to float rounding whatever their chunking (README), not bit for bit."""
+
+
+class Sweeps(NamedTuple):
+    """The datasets of several sweeps read together (:func:`open_sweeps`)."""
+
+    results: xr.Dataset
+    phase: xr.Dataset
+
+
+def open_sweeps(dirs: Sequence[str | Path], *, rtol: float = OVERLAP_RTOL) -> Sweeps:
+    """Read the output directories of sweeps that extend one another (more seeds, a new range
+    of an axis, a parameter fixed in one and an axis in another) as one grid.
+
+    Each ``DIR`` holds the ``results.nc`` and ``phase.nc`` of ``groksweep run`` (read by
+    :func:`load`, checked by :func:`check_pair`). Their task, ``steps``, ``log_points``,
+    ``eps``, ``measures`` and every parameter that is an axis in none of them (defaults
+    included: dtype, lr, ...) must be the same; the phase files must be of the same level. The
+    axes are the union of theirs, in the order they first appear; a parameter fixed in one sweep
+    and an axis in another becomes a one-value axis of the first; numeric axis values are
+    sorted. Variables are aligned on the union of the values (an outer join): points that no
+    sweep holds are NaN (False for booleans, -1 for ``diverged_at``) and the boolean
+    ``covered`` says which points some sweep holds. A point that two sweeps both hold must have
+    the same trajectories (to ``rtol``, relative); the first sweep's are kept.
+
+    Returns ``(results, phase)``, whose ``spec`` attribute is the sweep of the union grid (so
+    :mod:`groksweep.plot` and :mod:`groksweep.theory_grid` read them like one sweep's) and
+    ``sources`` the directories. Any disagreement is a one-line :class:`SpecError`.
+    """
+    dirs = [Path(d) for d in ([dirs] if isinstance(dirs, (str, Path)) else dirs)]
+    if not dirs:
+        raise SpecError("open_sweeps needs at least one sweep directory")
+    read = [_read_sweep(d) for d in dirs]
+    sweeps = [sweep for _, _, sweep in read]
+    first = sweeps[0]
+    axes = list(dict.fromkeys(name for sweep in sweeps for name in sweep.axes))
+    fixed = [_fixed_values(sweep) for sweep in sweeps]
+    for where, sweep, values in zip(dirs[1:], sweeps[1:], fixed[1:]):
+        for name in SAME_FIELDS:
+            a, b = getattr(first, name), getattr(sweep, name)
+            if not _same(a, b):
+                raise _mismatch(dirs[0], where, name, a, b)
+        for name in sorted((values.keys() | fixed[0].keys()) - set(axes)):
+            a, b = fixed[0].get(name), values.get(name)
+            if not _same(a, b):
+                raise _mismatch(dirs[0], where, name, a, b)
+    levels = {tuple(ph.attrs.get(k) for k in ("on", "level", "loss_level")) for _, ph, _ in read}
+    if len(levels) > 1:
+        raise SpecError(
+            f"the phase files of {', '.join(map(str, dirs))} are of different levels; redo them "
+            "with one level (groksweep.grokking_time)"
+        )
+    grids = []
+    for where, (ds, ph, sweep), values in zip(dirs, read, fixed):
+        ds, ph = (_with_axes(obj, sweep, values, axes, where) for obj in (ds, ph))
+        grids.append((where, ds, ph))
+    coords = {name: _union([g[1][name].values for g in grids]) for name in axes}
+    out = [
+        _merge([(g[0], g[kind]) for g in grids], coords, axes, rtol, compare=kind == 1)
+        for kind in (1, 2)
+    ]
+    union = Sweep(
+        task=first.task,
+        params={k: v for k, v in first.params.items() if k not in axes},
+        axes={name: [_plain(v) for v in coords[name]] for name in axes},
+        steps=first.steps,
+        log_points=first.log_points,
+        eps=first.eps,
+        measures=first.measures,
+    )
+    extra = {"spec": union.to_toml(), "sources": "\n".join(str(d) for d in dirs)}
+    for obj, original in zip(out, read[0][:2]):
+        obj.attrs = dict(original.attrs) | extra
+    return Sweeps(*out)
+
+
+def _read_sweep(where: Path) -> tuple[xr.Dataset, xr.Dataset, Sweep]:
+    """The results, phase and sweep of one output directory."""
+    missing = [n for n in (RESULTS_FILE, PHASE_FILE) if not (where / n).is_file()]
+    if missing:
+        raise SpecError(f"{where} has no {' or '.join(missing)}: not a finished groksweep run")
+    ds = load(where / RESULTS_FILE, kind="results")
+    ph = load(where / PHASE_FILE, kind="phase")
+    check_pair(ds, ph)
+    return ds, ph, sweep_of(ds)
+
+
+def _fixed_values(sweep: Sweep) -> dict[str, Any]:
+    """Every parameter of ``sweep`` that is not its axis: given, or else the task's default."""
+    from groksweep.spec import declared_params
+
+    declared = declared_params(sweep.task_def)
+    values = {name: p.default for name, p in declared.items()} | dict(sweep.params)
+    return {k: v for k, v in values.items() if k not in sweep.axes}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return (
+            isinstance(a, (list, tuple))
+            and isinstance(b, (list, tuple))
+            and len(a) == len(b)
+            and all(_same(x, y) for x, y in zip(a, b))
+        )
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b or a == b and type(a) is type(b)
+    if isinstance(a, (int, float, np.number)) and isinstance(b, (int, float, np.number)):
+        return bool(np.isclose(a, b, rtol=1e-12, atol=0)) or a == b
+    return a == b
+
+
+def _mismatch(a: Path, b: Path, name: str, va: Any, vb: Any) -> SpecError:
+    return SpecError(
+        f"{b} has {name} = {_show(vb)} where {a} has {_show(va)}: sweeps read together must "
+        "share everything but their axes"
+    )
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else repr(value)
+
+
+def _with_axes(obj: xr.Dataset, sweep: Sweep, fixed: dict, axes: list[str], where: Path):
+    """``obj`` with a one-value dim for each of ``axes`` that its sweep fixes, dims in order."""
+    for name in axes:
+        if name in sweep.axes:
+            continue
+        value = fixed.get(name)
+        if value is None:
+            raise SpecError(
+                f"{where} has no value of {name}, an axis of another sweep: set it in its spec"
+            )
+        obj = obj.expand_dims({name: [value]})
+    return obj.transpose(*axes, ...)  # each variable's other dims keep their order
+
+
+def _union(values: list[np.ndarray]) -> np.ndarray:
+    """The values of one axis in all sweeps: sorted when numeric, else in order of appearance."""
+    every = np.concatenate([np.asarray(v) for v in values])
+    if np.issubdtype(every.dtype, np.number) and every.dtype != bool:
+        return np.unique(every)
+    return np.asarray(list(dict.fromkeys(every.tolist())), dtype=every.dtype)
+
+
+def _merge(parts, coords: dict, axes: list[str], rtol: float, compare: bool) -> xr.Dataset:
+    """The datasets ``parts`` ((dir, dataset)) on the union grid ``coords``; a point held twice
+    must agree (``compare``: on float trajectories) and is taken from the first."""
+    template = parts[0][1]
+    shape = tuple(len(coords[a]) for a in axes)
+    covered = xr.DataArray(np.zeros(shape, bool), coords=coords, dims=axes)
+    owner = xr.DataArray(np.full(shape, -1), coords=coords, dims=axes)
+    merged = {}
+    for index, (where, obj) in enumerate(parts):
+        here = xr.DataArray(
+            np.ones([obj.sizes[a] for a in axes], bool), coords={a: obj[a] for a in axes}, dims=axes
+        ).reindex(coords, fill_value=False)
+        both = here & covered
+        for name, var in obj.data_vars.items():
+            aligned = var.reindex(coords, fill_value=_fill(var))
+            if name not in merged:
+                merged[name] = aligned
+                continue
+            if compare and both.any() and np.issubdtype(var.dtype, np.floating):
+                _check_overlap(parts, owner, both, merged[name], aligned, name, where, rtol)
+            merged[name] = merged[name].where(~here | covered, aligned)
+        owner = owner.where(~here | covered, index)
+        covered = covered | here
+    out = xr.Dataset({name: var.transpose(*template[name].dims) for name, var in merged.items()})
+    out["covered"] = covered
+    out["covered"].attrs["description"] = "True where a sweep read together holds the point"
+    return out
+
+
+def _fill(var: xr.DataArray) -> Any:
+    if var.dtype == bool:
+        return False
+    if var.dtype.kind in "iu":
+        return -1
+    return np.nan
+
+
+def _check_overlap(parts, owner, both, old, new, name, where, rtol) -> None:
+    """Refuse a point whose ``name`` differs between the sweep that brought it and ``where``."""
+    a, b = old.values, new.transpose(*old.dims).values
+    mask = both.broadcast_like(old).transpose(*old.dims).values
+    finite = np.isfinite(a) & mask
+    scale = float(np.abs(a[finite]).max()) if finite.any() else 0.0
+    with np.errstate(invalid="ignore"):
+        close = np.isclose(a, b, rtol=rtol, atol=1e-6 * scale, equal_nan=True)
+    bad = mask & ~close
+    if bad.any():
+        index = dict(zip(old.dims, (int(i[0]) for i in np.nonzero(bad))))
+        point = {d: _plain(old[d].values[index[d]]) for d in owner.dims}
+        first = parts[int(owner.isel({d: index[d] for d in owner.dims}))][0]
+        raise SpecError(
+            f"{first} and {where} both hold the point {point} with different {name}: they are not "
+            "runs of the same sweep"
+        )
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value a spec holds."""
+    return value.item() if isinstance(value, np.generic) else value

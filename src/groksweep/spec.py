@@ -22,7 +22,9 @@ compiled. The same fields are used in Python and in TOML::
 from __future__ import annotations
 
 import itertools
+import re
 import tomllib
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,8 +33,9 @@ from typing import Any
 import numpy as np
 import tomli_w
 
+from groksweep.errors import SpecWarning
 from groksweep.measures import MEASURE_PARAMS, check_measures, recorded
-from groksweep.optim import OPTIMIZER_PARAMS
+from groksweep.optim import GRADIENT_PARAMS, OPTIMIZER_PARAMS
 from groksweep.params import (
     DTYPE,
     MAX_STEPS,
@@ -69,7 +72,8 @@ class Sweep:
     axes: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     steps: int = 10_000
     log_points: int = 100
-    eps: Sequence[float] = (1e-3,)
+    eps: Sequence[float] | None = None
+    """Accuracy thresholds (default ``(1e-3,)``); empty for a task that records none."""
     measures: Sequence[str] = ()
 
     def __post_init__(self) -> None:
@@ -93,8 +97,8 @@ class Sweep:
         object.__setattr__(self, "axes", axes)
         object.__setattr__(self, "steps", STEPS.validate("steps", self.steps))
         object.__setattr__(self, "log_points", LOG_POINTS.validate("log_points", self.log_points))
-        object.__setattr__(self, "eps", _check_eps(self.eps))
         object.__setattr__(self, "measures", check_measures(task, self.measures))
+        object.__setattr__(self, "eps", _check_eps(task, self.measures, self.eps))
         if self.n_runs > MAX_RUNS:
             raise SpecError(
                 f"the grid holds {self.n_runs:,} runs, over the {MAX_RUNS:,} one sweep may hold; "
@@ -115,8 +119,9 @@ class Sweep:
         return cls(**spec)
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> Sweep:
-        """The sweep of a TOML file; at most :data:`MAX_SPEC_BYTES` of it are read."""
+    def from_toml(cls, path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
+        """The sweep of a TOML file; at most :data:`MAX_SPEC_BYTES` of it are read.
+        ``overrides`` are ``KEY=VALUE`` texts applied before validation (:func:`override`)."""
         path = Path(path)
         try:
             with open(path, "rb") as file:
@@ -137,14 +142,14 @@ class Sweep:
             raise SpecError(f"{path}: malformed TOML: {err}") from None
         except RecursionError:
             raise SpecError(f"{path}: malformed TOML: nested too deeply") from None
-        return cls.from_dict(spec)
+        return cls.from_dict(override(spec, overrides))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "task": self.task,
             "steps": self.steps,
             "log_points": self.log_points,
-            "eps": list(self.eps),
+            **({"eps": list(self.eps)} if self.eps else {}),
             "measures": list(self.measures),
             "params": dict(self.params),
             "axes": {name: list(values) for name, values in self.axes.items()},
@@ -189,12 +194,57 @@ class Sweep:
         return log_schedule(self.steps, self.log_points)
 
 
+def override(spec: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``spec`` with each ``KEY=VALUE`` of ``overrides`` applied, in order (the command line's
+    ``--set``). KEY is a field (``steps``, ``eps``) or ``params.NAME`` / ``axes.NAME``; VALUE is
+    a TOML value (``0.02``, ``[0, 1, 2]``, ``"adamw"``), or a bare word taken as a string, as the
+    shell leaves ``optimizer="adamw"``. A name set in ``params`` leaves ``axes``, and the other
+    way round. The result is validated by :class:`Sweep` like a file."""
+    spec = {k: dict(v) if isinstance(v, Mapping) else v for k, v in spec.items()}
+    for text in overrides:
+        key, sep, raw = text.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SpecError(f"--set {text!r}: expected KEY=VALUE, e.g. params.lr=0.02")
+        top, *rest = key.split(".")
+        if top not in FIELDS:
+            raise SpecError(f"--set {key}: {unknown_name_error('sweep field', top, list(FIELDS))}")
+        tables = ("params", "axes")
+        if (top in tables) != (len(rest) == 1):
+            form = f"{top}.NAME" if top in tables else top
+            raise SpecError(f"--set {key}: expected {form}=VALUE")
+        value = _toml_value(key, raw.strip())
+        if top in tables:
+            other = spec.get(tables[top == "params"])
+            if isinstance(other, dict):
+                other.pop(rest[0], None)
+            table = spec.setdefault(top, {})
+            if not isinstance(table, dict):
+                raise SpecError(f"--set {key}: {top} must be a table")
+            table[rest[0]] = value
+        else:
+            spec[top] = value
+    return spec
+
+
+def _toml_value(key: str, raw: str) -> Any:
+    try:
+        return tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        if re.fullmatch(r"[A-Za-z_][\w.:-]*", raw):
+            return raw
+        raise SpecError(
+            f"--set {key}={raw}: not a TOML value (a number, a \"string\", a [list], true)"
+        ) from None
+
+
 ENGINE_PARAMS: dict[str, Param] = {
     "seed": SEED,
     "dtype": DTYPE,
     "method": METHOD,
     "precision": PRECISION,
     **OPTIMIZER_PARAMS,
+    **GRADIENT_PARAMS,
     **MEASURE_PARAMS,
 }
 """The parameters of every sweep, whatever its task; a task declares only its own."""
@@ -229,13 +279,17 @@ def log_schedule(steps: int, log_points: int) -> np.ndarray:
 def _resolve_method(task: Task, run: dict[str, Any], steps: int) -> dict[str, Any]:
     """Replace method "auto" by the fastest exact method for the run; refuse impossible ones,
     and step counts beyond what the method can represent."""
-    exact = "spectral" in task.methods and run["optimizer"] == "gd"
+    # The closed-form jump is plain gradient descent: gradient filters change the steps.
+    plain_gd = run["optimizer"] == "gd" and run["grokfast"] == "none" and run["orthograd"] == "off"
+    exact = "spectral" in task.methods and plain_gd
     if run["method"] == "auto":
         run = run | {"method": "spectral" if exact else "step"}
     elif run["method"] == "spectral" and not exact:
         raise SpecError(
-            f"method spectral needs optimizer gd and a task that supports it ({task.name} with "
-            f"{run['optimizer']} does not)"
+            "method spectral is gradient descent in closed form: it needs a task that has it, "
+            "optimizer gd and no grokfast or orthograd (here: "
+            f"{task.name}, {run['optimizer']}, grokfast {run['grokfast']}, "
+            f"orthograd {run['orthograd']})"
         )
     if steps > MAX_STEPS[run["method"]]:
         raise SpecError(
@@ -285,7 +339,19 @@ def _as_list(values: Any, what: str) -> list[Any]:
     return list(values)
 
 
-def _check_eps(eps: Any) -> tuple[float, ...]:
+def _check_eps(task: Task, measures: Sequence[str], eps: Any) -> tuple[float, ...]:
+    """The thresholds, ``(1e-3,)`` if none are given; none, with a warning if some are given,
+    for a task whose metrics have no ``eps`` dimension."""
+    if not any("eps" in dims for dims in recorded(task, measures).values()):
+        if eps is not None and not (isinstance(eps, Sequence) and len(eps) == 0):
+            warnings.warn(
+                f"task {task.name} records no accuracy thresholds: eps is ignored",
+                SpecWarning,
+                stacklevel=4,
+            )
+        return ()
+    if eps is None:
+        return (1e-3,)
     if isinstance(eps, (int, float, np.number)) and not isinstance(eps, bool):
         eps = [eps]
     eps = _as_list(eps, "eps")

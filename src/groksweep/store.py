@@ -8,6 +8,12 @@ SHA-256 checksum, so a file is read back only as the chunk it was written for: a
 duplicated or foreign file, one written by other code, a truncated or corrupted one, or one
 whose arrays have other names or shapes than the chunk expects is recomputed, never merged.
 
+A chunk in progress is saved between the segments of its training as a *partial* file,
+``KEY.bBLOCK.DONE.partial.npz``: the carried state after ``DONE`` blocks of ``BLOCK`` log
+points, under the same checksum, with that whole name as its stored key, so a partial file is
+resumed only by the chunk, the block and the progress it was written for. The newest partial
+file that passes every check is resumed; a chunk's partial files go once the chunk is saved.
+
 Files are written atomically (:func:`groksweep.files.write_atomic`): whole or absent.
 """
 
@@ -26,6 +32,7 @@ from groksweep.files import write_atomic
 
 CHECKSUM = "__sha256__"
 KEY = "__key__"
+PARTIAL = ".partial.npz"
 
 
 class ChunkStore:
@@ -63,23 +70,66 @@ class ChunkStore:
         return problem
 
     def save(self, key: str, arrays: dict[str, np.ndarray]) -> None:
-        """Write the chunk with its key and checksum, atomically."""
+        """Write the chunk with its key and checksum, atomically; its partial files go."""
+        self._write(key, arrays)
+        self.drop_partials(key)
+
+    def _write(self, key: str, arrays: dict[str, np.ndarray]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         arrays = {**arrays, KEY: np.array(key)}
         buffer = io.BytesIO()
         np.savez(buffer, **arrays, **{CHECKSUM: np.array(_checksum(arrays))})
         write_atomic(self.directory / f"{key}.npz", buffer.getvalue())
 
+    def save_partial(self, key: str, block: int, done: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write the state of chunk ``key`` after ``done`` blocks of ``block`` log points, then
+        remove its older partial files."""
+        name = f"{key}.b{block}.{done}{PARTIAL}"
+        self._write(name.removesuffix(".npz"), arrays)
+        self.drop_partials(key, keep=name)
+
+    def load_partial(
+        self,
+        key: str,
+        block: int,
+        expect: Mapping[str, tuple[int, ...]],
+        log: Callable[[str], None] | None = None,
+    ) -> tuple[int, dict[str, np.ndarray]] | None:
+        """The newest whole partial state of chunk ``key`` in blocks of ``block``: how many
+        blocks it has done and its arrays, or None. ``log`` hears of files not used."""
+        found = []
+        for path in self.directory.glob(f"{key}.b{block}.*{PARTIAL}"):
+            done = path.name.removesuffix(PARTIAL).rsplit(".", 1)[-1]
+            if done.isdecimal():
+                found.append((int(done), path))
+        for done, path in sorted(found, reverse=True):
+            arrays = self.load(path.name.removesuffix(".npz"), expect, log)
+            if arrays is not None:
+                return done, arrays
+        return None
+
+    def drop_partials(self, key: str, keep: str = "") -> None:
+        """Remove chunk ``key``'s partial files, but ``keep``."""
+        for path in self.directory.glob(f"{key}.*{PARTIAL}"):
+            if path.name != keep:
+                path.unlink(missing_ok=True)
+
     def prune(self, keep: set[str]) -> int:
         """Remove the chunk files whose key is not in ``keep`` (those of other code, which no
-        rerun of this code will read); return how many."""
+        rerun of this code will read), every partial file (all chunks are done) and the
+        temporary files of writes a kill cut short; return how many chunk files."""
         stale = [path for path in self.files() if path.stem not in keep]
-        for path in stale:
+        done = [f"*{PARTIAL}", ".*.tmp"]
+        left = [p for pattern in done for p in self.directory.glob(pattern)]
+        for path in stale + left:
             path.unlink(missing_ok=True)
         return len(stale)
 
     def files(self) -> list[Path]:
-        return sorted(self.directory.glob("*.npz")) if self.directory.is_dir() else []
+        """The finished chunks' files."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p for p in self.directory.glob("*.npz") if not p.name.endswith(PARTIAL))
 
     def count(self) -> int:
         return len(self.files())

@@ -262,7 +262,8 @@ class _Context:
             axes=axes,
             steps=steps,
             log_points=log_points or steps,
-            eps=self.eps,
+            # Thresholds only for a task that records per-eps metrics (others warn of them).
+            eps=self.eps if any("eps" in d for d in self.task.metrics.values()) else None,
             measures=self.measures,
         )
 

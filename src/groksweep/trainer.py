@@ -1,18 +1,25 @@
-"""The compiled trainer: every run of a chunk, every step and every evaluation, in one program.
+"""The compiled trainer: every run of a chunk, every step and every evaluation, in a pair of
+programs the host calls segment by segment.
 
 A bucket's random draws are one small program, ``jit(vmap(task.sample))`` of the groups' seeds
-(once per group); the training program is ``jit`` of::
+(once per group); training is two programs, ``start`` and ``segment``, ``jit`` of::
 
-    shared = vmap(vmap(task.share))(draws, ...)       # once per family (e.g. one N_tr)
-    state  = per_run(setup)                           # model, optimizer state, run constants
-    metrics at time 0 = per_run(task.evaluate)
-    scan over blocks of log points:
-        scan over the block's log points:             # method "step"
-            state = per_run(advance to the log point) # fori_loop of gradient steps
-        or vmap over the block's log points:          # method "spectral"
-            model = per_run(task.jump)(initial model, log point)
-        metrics = vmap over the block(per_run(task.evaluate))
-    first non-finite = index of the first log point with a non-finite loss or weights
+    start:
+        shared = vmap(vmap(task.share))(draws, ...)   # once per family (e.g. one N_tr), kept
+        state  = per_run(setup)                       # model, optimizer state, run constants
+        metrics at time 0 = per_run(task.evaluate)
+    segment, units first..stop (traced):              # called again and again by the host
+        fori_loop over the units:
+            method "spectral", a unit is a block of log points:
+                models = vmap over the block(per_run(task.jump)(initial model, log point))
+                metrics = vmap over the block(per_run(task.evaluate))
+            method "step", a unit is a piece of at most `piece` gradient steps:
+                state = per_run(advance towards the next log point)  # fori_loop of steps
+                on reaching a block's last log point: metrics of the block, as above
+
+The carried state between calls holds the metrics and finiteness of every log point; on the
+host, the first non-finite log point of a run becomes its ``diverged_at``. See
+:class:`ChunkTraining` for why a segment's length never recompiles nor changes a bit.
 
 Evaluation steps are int64 on the host, where they label the results and where the index of the
 first non-finite log point becomes ``diverged_at``. The program receives them as int32 for the
@@ -35,7 +42,10 @@ shape, so a task whose code changed (or was registered anew) compiles its own pr
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -54,13 +64,11 @@ from groksweep.plan import Bucket
 from groksweep.tasks import Task
 from groksweep.tasks.base import merge_data, task_identity
 
-_traces = 0
-_block_hook: list[Callable[[int], None]] = []
-
 
 def trace_count() -> int:
-    """How many times a bucket program has been traced (compiled) in this process."""
-    return _traces
+    """How many bucket programs have been compiled in this process: one per bucket shape and
+    chunk shape (each is a pair, the start and the segment, see :class:`ChunkTraining`)."""
+    return sum(len(program.compiled) for program in _program.cache.values())
 
 
 def train(
@@ -68,58 +76,200 @@ def train(
     bucket: Bucket,
     times: np.ndarray,
     eps: np.ndarray,
-    on_block: Callable[[int], None] | None = None,
+    on_segment: Callable[[int], None] | None = None,
     measures: tuple[str, ...] = (),
     block: int = 1,
 ) -> dict[str, np.ndarray]:
-    """Train every run of ``bucket``; each metric comes back as
+    """Train every run of ``bucket`` in one segment; each metric comes back as
     (groups, families, slots, time, ...), and ``diverged_at`` as (groups, families, slots), int64:
     the first evaluation step at which one of the run's losses (every recorded metric named
     ``*_loss``) or its weights were not finite, -1 for runs that did not diverge.
 
     ``times`` are the evaluation steps (integers from 0, at most the bucket's method's
     :data:`groksweep.params.MAX_STEPS`; a ValueError otherwise); ``block`` of them are evaluated
-    at once (see :func:`groksweep.engine.chunked`). ``on_block(steps)`` is called from the
-    running program after each block with the number of steps it took. The number of groups
-    must be a multiple of the number of local devices (see :func:`device_count`). ``measures`` names the
-    progress measures (:mod:`groksweep.measures`) recorded beside the task's metrics.
+    at once (see :func:`groksweep.engine.chunked`). ``on_segment(steps)`` hears the steps the
+    segment took. The number of groups must be a multiple of the number of local devices (see
+    :func:`device_count`). ``measures`` names the progress measures (:mod:`groksweep.measures`)
+    recorded beside the task's metrics. :class:`ChunkTraining` trains in several segments.
     """
-    shape = dict(bucket.shape)
-    dtype = _float_dtype(shape)
-    times = np.asarray(times, np.int64)
-    _check_steps(times, shape["method"])
-    with jax.enable_x64(dtype == jnp.float64):
-        by_group = NamedSharding(_mesh(), PartitionSpec("groups"))
-        # The draws come from a program of their own: inside the training program XLA would
-        # fuse their generation into each of their uses, drawing a family's data once per family.
-        draws = _sampler(task, bucket.shape)(jax.device_put(bucket.seeds, by_group))
-        hparams = {
-            name: jax.device_put(_hparam_array(task, name, values, dtype), by_group)
-            for name, values in bucket.hparams.items()
-        }
+    training = ChunkTraining(task, bucket, times, eps, measures, block)
+    steps = training.advance(training.units)
+    if on_segment is not None:
+        on_segment(steps)
+    return training.result()
+
+
+class ChunkTraining:
+    """One chunk's training, advanced by the host a segment at a time.
+
+    The chunk's carried state (each run's model, optimizer state and constants, its metrics and
+    finiteness at every log point so far, where it stands) lives on the devices between
+    segments. A segment is one call of the bucket's compiled segment program, which runs a
+    ``fori_loop`` over *units* of work whose first and last index are traced: one program
+    serves every segment length, so no segment recompiles. A unit is a block of log points
+    for the spectral method (jumps, then the block's evaluations); for gradient steps it is a
+    piece of at most ``piece`` steps towards the next log point, and a block's evaluations
+    follow the piece that reaches its last log point. Pieces keep a segment short however far
+    apart log-spaced points are (the last block of a schedule can hold most of its steps); the
+    piece size depends only on ``steps`` (:func:`piece_size`), so the units, and every bit the
+    program computes, are the same however a chunk is cut into segments.
+
+    :meth:`state` copies the carried state to the host (to save it), :meth:`restore` puts a
+    saved one back. Constructing it compiles the bucket's pair of programs for this chunk
+    shape, once per process (``compile_seconds``: 0 when already compiled), and starts the
+    chunk: time 0 is evaluated beside setup, where XLA computes both alike (a centred predictor
+    is then exactly 0, not rounding noise, which would break its argmax ties).
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        bucket: Bucket,
+        times: np.ndarray,
+        eps: np.ndarray,
+        measures: tuple[str, ...] = (),
+        block: int = 1,
+    ):
+        shape = dict(bucket.shape)
+        self._dtype = _float_dtype(shape)
+        self._times = np.asarray(times, np.int64)
+        _check_steps(self._times, shape["method"])
         # After time 0, blocks of log points; the last is filled up by repeating the final
         # step, evaluated and dropped.
-        later = times[1:]
+        later = self._times[1:]
         blocks = -(-len(later) // block)
         targets = np.concatenate([later, np.full(blocks * block - len(later), later[-1])])
-        targets = targets.reshape(blocks, block)
-        step_type = jnp.int32 if shape["method"] == "step" else dtype
-        program = _program(task, bucket.shape, on_block is not None, tuple(measures))
-        _block_hook.append(_block_reporter(on_block, targets[:, -1]))
-        try:
+        self.block = block
+        # Each unit's steps and evaluations, from the host's int64 times: exact for every method.
+        gaps = np.diff(targets, prepend=0)
+        if shape["method"] == "spectral":
+            self.piece = 0
+            self.unit_steps = gaps.reshape(blocks, block).sum(axis=1)
+            self.unit_evaluations = np.full(blocks, block)
+        else:
+            self.piece = piece_size(int(later[-1]))
+            pieces = np.maximum(1, -(-gaps // self.piece))
+            ends = [np.minimum(np.arange(n + 1) * self.piece, g) for n, g in zip(pieces, gaps)]
+            self.unit_steps = np.concatenate([np.diff(e) for e in ends])
+            ends_block = (np.arange(len(targets)) % block == block - 1) * block
+            self.unit_evaluations = np.zeros(len(self.unit_steps), np.int64)
+            self.unit_evaluations[np.cumsum(pieces) - 1] = ends_block
+        self.units = len(self.unit_steps)
+        self.done = 0
+        """units done"""
+        self._contexts = (
+            functools.partial(jax.enable_x64, self._dtype == jnp.float64),
             # JAX computes float32 products in TF32 on recent GPUs unless told otherwise.
-            with jax.default_matmul_precision(shape["precision"]):
-                metrics, first = jax.device_get(
-                    program(
-                        draws, hparams, jnp.asarray(targets, step_type), jnp.asarray(eps, dtype)
-                    )
-                )
-        finally:
-            _block_hook.pop()
-    out = {name: np.moveaxis(value[: len(times)], 0, 3) for name, value in metrics.items()}
-    # The exact step, from the host's int64 times: the program's own copy may be rounded.
-    diverged_at = np.where(first < len(times), times[np.minimum(first, len(times) - 1)], -1)
-    return out | {"diverged_at": diverged_at.astype(np.int64)}
+            functools.partial(jax.default_matmul_precision, shape["precision"]),
+        )
+        with self._context():
+            by_group = NamedSharding(_mesh(), PartitionSpec("groups"))
+            # The draws come from a program of their own: inside the training program XLA
+            # would fuse their generation into each of their uses, drawing a family's data once
+            # per family.
+            self._draws = _sampler(task, bucket.shape)(jax.device_put(bucket.seeds, by_group))
+            self._hparams = {
+                name: jax.device_put(_hparam_array(task, name, values, self._dtype), by_group)
+                for name, values in bucket.hparams.items()
+            }
+            step_type = jnp.int32 if shape["method"] == "step" else self._dtype
+            self._targets = jnp.asarray(targets.reshape(blocks, block), step_type)
+            self._eps = jnp.asarray(eps, self._dtype)
+        program = _program(task, bucket.shape, tuple(measures))
+        args = (self._draws, self._hparams, self._targets, self._eps)
+        (self._start, self._segment), self.compile_seconds = self._wait(program.compile, *args)
+        # The family's shared data stays on the devices for the chunk's segments.
+        self._carry, self._shared = self._wait(self._start, *args)
+
+    def _context(self) -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        for context in self._contexts:
+            stack.enter_context(context())
+        return stack
+
+    @property
+    def finished(self) -> bool:
+        return self.done == self.units
+
+    def steps_done(self) -> int:
+        """The steps of the units done (a spectral jump's count as its steps)."""
+        return int(self.unit_steps[: self.done].sum())
+
+    def advance(self, n_units: int) -> int:
+        """Run the next ``n_units`` units (at most those left) in one call; return the steps
+        they took."""
+        stop = min(self.done + n_units, self.units)
+        first, last, piece = np.int32(self.done), np.int32(stop), np.int32(self.piece)
+        args = (self._draws, self._shared, self._carry, self._targets, self._eps)
+        self._carry = self._wait(self._segment, *args, first, last, piece)
+        steps = int(self.unit_steps[self.done : stop].sum())
+        self.done = stop
+        return steps
+
+    def _wait(self, fn: Callable, *args: Any) -> Any:
+        """``fn(*args)``, computed to the end, in a thread of its own: the main thread only
+        waits, so that its signal handlers run at once (a second Ctrl-C aborts the wait) while
+        XLA compiles or computes."""
+        outcome: dict[str, Any] = {}
+        finished = threading.Event()
+
+        def call() -> None:
+            try:
+                with self._context():
+                    outcome["value"] = jax.block_until_ready(fn(*args))
+            except BaseException as err:  # noqa: BLE001 - re-raised in the waiting thread
+                outcome["error"] = err
+            finally:
+                finished.set()
+
+        threading.Thread(target=call, name=_COMPUTING, daemon=True).start()
+        finished.wait()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The carried state on the host, as named arrays (see :meth:`restore`)."""
+        leaves = jax.device_get(jax.tree.leaves(self._carry))
+        return {f"state_{i:04d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {f"state_{i:04d}": leaf.shape for i, leaf in enumerate(jax.tree.leaves(self._carry))}
+
+    def restore(self, done: int, state: dict[str, np.ndarray]) -> bool:
+        """Continue from a saved :meth:`state` after ``done`` units; False (and nothing
+        changed) when the arrays are not this chunk's state."""
+        like = jax.tree.leaves(self._carry)
+        names = [f"state_{i:04d}" for i in range(len(like))]
+        if not 0 < done < self.units or sorted(state) != names:
+            return False
+        if any(
+            state[n].shape != leaf.shape or state[n].dtype != leaf.dtype
+            for n, leaf in zip(names, like)
+        ):
+            return False
+        with self._context():
+            leaves = [jax.device_put(state[n], leaf.sharding) for n, leaf in zip(names, like)]
+        self._carry = jax.tree.unflatten(jax.tree.structure(self._carry), leaves)
+        self.done = done
+        return True
+
+    def result(self) -> dict[str, np.ndarray]:
+        """The metrics of every log point (see :func:`train`); the chunk must be finished."""
+        carry = jax.device_get(self._carry)
+        n_times = len(self._times)
+        history = carry["history"]
+        metrics = {name: value[:, :, :, :n_times] for name, value in history["metrics"].items()}
+        # A run is diverged from its first evaluation with non-finite loss or weights on.
+        finite = history["finite"][..., :n_times]
+        first = np.where(finite.all(axis=-1), n_times, np.argmin(finite, axis=-1))
+        gone = np.arange(n_times) >= first[..., None]
+        for name, value in metrics.items():
+            extra = (1,) * (value.ndim - gone.ndim)
+            metrics[name] = np.where(gone.reshape(gone.shape + extra), np.nan, value)
+        # The exact step, from the host's int64 times: the program's own copy may be rounded.
+        diverged_at = np.where(first < n_times, self._times[np.minimum(first, n_times - 1)], -1)
+        return metrics | {"diverged_at": diverged_at.astype(np.int64)}
 
 
 def _check_steps(times: np.ndarray, method: str) -> None:
@@ -132,13 +282,24 @@ def _check_steps(times: np.ndarray, method: str) -> None:
         )
 
 
-def _block_reporter(on_block: Callable[[int], None] | None, ends: np.ndarray) -> Callable:
-    """The host's side of the progress callback: the program reports a block's index, and the
-    steps it took come from the host's int64 ``ends`` of the blocks, exact for every method."""
-    if on_block is None:
-        return lambda index: None
-    steps = np.diff(ends, prepend=0)
-    return lambda index: on_block(int(steps[index]))
+_COMPUTING = "groksweep computation"
+
+
+def computing() -> bool:
+    """Whether a compilation or segment is still running: one whose wait a second Ctrl-C
+    abandoned (see :meth:`ChunkTraining._wait`)."""
+    return any(t.name == _COMPUTING and t.is_alive() for t in threading.enumerate())
+
+
+PIECES = 1024
+"""Pieces a chunk's gradient steps are cut into, at most (one more per log point)."""
+
+
+def piece_size(steps: int) -> int:
+    """The most gradient steps a unit of :class:`ChunkTraining` takes: a multiple of the
+    unrolled loop (:data:`UNROLL`), at least 64 (a unit has a cost of its own), and a
+    :data:`PIECES`-th of ``steps``."""
+    return UNROLL * max(64 // UNROLL, -(-steps // (PIECES * UNROLL)))
 
 
 def device_count() -> int:
@@ -181,6 +342,7 @@ def _cached_by_identity(build: Callable) -> Callable:
             cache[full_key] = build(task, *key)
         return cache[full_key]
 
+    cached.cache = cache
     return cached
 
 
@@ -275,7 +437,7 @@ def _per_run(task: Task, fn: Callable) -> Callable:
 
 def _setup(task: Task, shape: dict, measures: tuple[str, ...], data: dict, hp: dict) -> dict:
     model, run = task.setup(data, hp, shape)
-    opt_state = make_optimizer(shape["optimizer"], hp).init(model)
+    opt_state = make_optimizer(shape["optimizer"], hp, shape).init(model)
     state = {"model": model, "opt": opt_state, "run": run, "hp": hp}
     return state | ({"initial": model} if needs_initial_model(measures) else {})
 
@@ -301,100 +463,165 @@ def _sampler(task: Task, shape_items: tuple[tuple[str, Any], ...]) -> Callable:
 
 @_cached_by_identity
 def _program(
-    task: Task,
-    shape_items: tuple[tuple[str, Any], ...],
-    report: bool,
-    measures: tuple[str, ...],
-) -> Callable:
-    """The compiled program of a bucket; ``report`` adds the host callback that feeds the
-    progress bar (JAX's persistent cache skips programs with callbacks).
+    task: Task, shape_items: tuple[tuple[str, Any], ...], measures: tuple[str, ...]
+) -> _BucketProgram:
+    return _BucketProgram(task, shape_items, measures)
 
-    It returns the metrics (time first) and, per run, the index of the first log point with a
-    non-finite loss or weights (one past the last log point if none), from which metrics are NaN.
-    ``targets`` are the log points after time 0 as (blocks, block): int32 steps for the method
-    "step", counts in the float dtype for "spectral" (see the module docstring)."""
-    shape = dict(shape_items)
-    task = task.bind(shape)
 
-    spectral = shape["method"] == "spectral"
+class _BucketProgram:
+    """The compiled programs of a bucket, by chunk shape: ``start(draws, hparams, targets,
+    eps)`` computes the families' shared data, sets every run up and evaluates time 0;
+    ``segment(draws, shared, carry, targets, eps, first, stop, piece)`` advances the carried
+    state over units ``first`` to ``stop`` (traced; see :class:`ChunkTraining`).
 
-    def jump(data, state, n_steps):
-        # n_steps: an integer count in the run's float dtype.
-        return task.jump(state["model"], merge_data(task, data, state["run"]), state["hp"], n_steps)
+    The carry holds the runs' state and, group first like every array of the chunk, the metrics
+    and finiteness of every log point: (groups, families, slots, time, ...), written block by
+    block; when stepping, also the next log point, the step reached and the models of the
+    block's log points reached so far. ``targets`` are the log points after time 0 as (blocks,
+    block): int32 steps for the method "step", counts in the float dtype for "spectral" (see
+    the module docstring)."""
 
-    def advance(data, state, n_steps):
-        data = merge_data(task, data, state["run"])
-        optimizer = make_optimizer(shape["optimizer"], state["hp"])
+    def __init__(
+        self, task: Task, shape_items: tuple[tuple[str, Any], ...], measures: tuple[str, ...]
+    ):
+        self.compiled: dict[Any, tuple[Any, Any]] = {}
+        shape = dict(shape_items)
+        task = task.bind(shape)
+        spectral = shape["method"] == "spectral"
 
-        def step(carry):
-            model, opt_state = carry
-            updates, opt_state = optimizer.update(
-                task.gradient(model, data, state["hp"]), opt_state, model
-            )
-            return optax.apply_updates(model, updates), opt_state
+        def jump(data, state, n_steps):
+            # n_steps: an integer count in the run's float dtype.
+            data = merge_data(task, data, state["run"])
+            return task.jump(state["model"], data, state["hp"], n_steps)
 
-        model, opt_state = _repeat(step, n_steps, (state["model"], state["opt"]))
-        return state | {"model": model, "opt": opt_state}
+        def advance(data, state, n_steps):
+            data = merge_data(task, data, state["run"])
+            optimizer = make_optimizer(shape["optimizer"], state["hp"], shape)
 
-    evaluate = functools.partial(_evaluate, task, measures)
+            def step(carry):
+                model, opt_state = carry
+                updates, opt_state = optimizer.update(
+                    task.gradient(model, data, state["hp"]), opt_state, model
+                )
+                return optax.apply_updates(model, updates), opt_state
 
-    def program(draws, hparams, targets, eps):
-        global _traces
-        _traces += 1
-        family_hp = {name: hparams[name][:, :, 0] for name in task.shared_by}
-        share = lambda d, h: task.share(d, h, shape)  # noqa: E731
-        families = hparams["lr"].shape[1]  # explicit: a task may share by no parameter
-        shared = jax.vmap(jax.vmap(share, in_axes=(None, 0), axis_size=families))(draws, family_hp)
-        state = _per_run(task, functools.partial(_setup, task, shape, measures))(
-            draws, shared, hparams
-        )
+            model, opt_state = _repeat(step, n_steps, (state["model"], state["opt"]))
+            return state | {"model": model, "opt": opt_state}
 
-        def advance_to(carry, target):
-            state, step = carry
-            state = _per_run(task, advance)(draws, shared, state, target - step)
-            return (state, target), state["model"]
+        evaluate = functools.partial(_evaluate, task, measures)
 
-        def observe(state, model):
+        def share(draws, hparams):
+            family_hp = {name: hparams[name][:, :, 0] for name in task.shared_by}
+            one = lambda d, h: task.share(d, h, shape)  # noqa: E731
+            families = hparams["lr"].shape[1]  # explicit: a task may share by no parameter
+            return jax.vmap(jax.vmap(one, in_axes=(None, 0), axis_size=families))(draws, family_hp)
+
+        def observe(draws, shared, state, model, eps):
             """Metrics of one log point, and whether the run's losses and weights are finite."""
             state = state | {"model": model}
             metrics = _per_run(task, evaluate)(draws, shared, state, eps)
             finite = _per_run(task, _finite)(draws, shared, state) & _losses_finite(metrics)
             return metrics, finite
 
-        def block(carry, xs):
-            """Advance through a block of log points, then evaluate them all at once: the
-            evaluations of a block batch into matrix products ``block`` times wider. A spectral
-            jump goes to every log point of the block straight from the initial model, so the
-            block's jumps are one matrix product too."""
-            targets, index = xs
+        def record(draws, shared, state, models, eps, history, first_point):
+            """Evaluate a block's models at once and write them at ``first_point`` on: the
+            evaluations of a block batch into matrix products ``block`` times wider."""
+            metrics, finite = jax.vmap(lambda m: observe(draws, shared, state, m, eps))(models)
+            write = lambda old, a: lax.dynamic_update_slice_in_dim(  # noqa: E731
+                old, jnp.moveaxis(a, 0, 3), first_point, 3
+            )
+            return jax.tree.map(write, history, {"metrics": metrics, "finite": finite})
+
+        def start(draws, hparams, targets, eps):
+            shared = share(draws, hparams)
+            state = _per_run(task, functools.partial(_setup, task, shape, measures))(
+                draws, shared, hparams
+            )
+            metrics, finite = observe(draws, shared, state, state["model"], eps)
+            # Every log point's slot, time 0 filled in.
+            n_times = 1 + targets.size
+            history = jax.tree.map(
+                lambda a: jnp.zeros((*a.shape[:3], n_times, *a.shape[3:]), a.dtype)
+                .at[:, :, :, 0]
+                .set(a),
+                {"metrics": metrics, "finite": finite},
+            )
+            carry = {"state": state, "history": history}
             if spectral:
-                models = jax.vmap(lambda n: _per_run(task, jump)(draws, shared, state, n))(targets)
-                carry = (state, targets[-1])
-            else:
-                carry, models = lax.scan(advance_to, carry, targets)
-            if report:
-                # The block's index: the host knows its steps exactly (see _block_reporter).
-                jax.debug.callback(_report_block, index)
-            return carry, jax.vmap(functools.partial(observe, carry[0]))(models)
+                return carry, shared
+            block = targets.shape[1]
+            pending = jax.tree.map(lambda a: jnp.zeros((block, *a.shape), a.dtype), state["model"])
+            position = {"point": jnp.int32(0), "step": jnp.zeros((), targets.dtype)}
+            return carry | {"pending": pending} | position, shared
 
-        # Time 0 beside setup, where XLA computes both alike: a centred predictor is then
-        # exactly 0, not rounding noise (which would break its argmax ties).
-        initial = observe(state, state["model"])
-        start = (state, jnp.zeros((), targets.dtype))
-        _, later = lax.scan(block, start, (targets, jnp.arange(len(targets))))
-        flat = lambda a: a.reshape(-1, *a.shape[2:])  # noqa: E731
-        metrics, finite = jax.tree.map(
-            lambda a, b: jnp.concatenate([a[None], flat(b)]), initial, later
+        def segment(draws, shared, carry, targets, eps, first, stop, piece):
+            block = targets.shape[1]
+
+            def jump_block(index, carry):
+                """A spectral jump goes to every log point of the block straight from the
+                initial model, so the block's jumps are one matrix product too."""
+                state = carry["state"]
+                models = jax.vmap(lambda n: _per_run(task, jump)(draws, shared, state, n))(
+                    targets[index]
+                )
+                at = 1 + index * block
+                history = record(draws, shared, state, models, eps, carry["history"], at)
+                return carry | {"history": history}
+
+            def step_piece(_, carry):
+                """At most ``piece`` steps towards the next log point; on reaching it, keep its
+                model, and on reaching a block's last, evaluate the block."""
+                point, step = carry["point"], carry["step"]
+                target = targets.reshape(-1)[point]
+                n_steps = jnp.minimum(target - step, piece)
+                state = _per_run(task, advance)(draws, shared, carry["state"], n_steps)
+                reached = step + n_steps == target
+                slot = point % block
+                keep = lambda pending: jax.tree.map(  # noqa: E731
+                    lambda p, m: lax.dynamic_update_index_in_dim(p, m, slot, 0),
+                    pending,
+                    state["model"],
+                )
+                pending = lax.cond(reached, keep, lambda pending: pending, carry["pending"])
+                history = lax.cond(
+                    reached & (slot == block - 1),
+                    lambda h: record(draws, shared, state, pending, eps, h, point + 2 - block),
+                    lambda h: h,
+                    carry["history"],
+                )
+                return {
+                    "state": state,
+                    "history": history,
+                    "pending": pending,
+                    "point": point + reached,
+                    "step": step + n_steps,
+                }
+
+            return lax.fori_loop(first, stop, jump_block if spectral else step_piece, carry)
+
+        self._start = jax.jit(start)
+        self._segment = jax.jit(segment, donate_argnames="carry")
+
+    def compile(self, draws, hparams, targets, eps) -> tuple[tuple[Any, Any], float]:
+        """The pair of compiled programs for these arguments' shapes, and the seconds spent
+        compiling them now (0 when compiled before in this process; loading them from JAX's
+        persistent compilation cache counts, and takes less)."""
+        args = (draws, hparams, targets, eps)
+        signature = (
+            jax.tree.structure(args),
+            tuple((a.shape, a.dtype, a.sharding) for a in jax.tree.leaves(args)),
         )
-        # A run is diverged from its first evaluation with non-finite loss or weights on.
-        n_times = 1 + targets.size
-        index = jnp.arange(n_times).reshape(-1, 1, 1, 1)
-        first = jnp.min(jnp.where(finite, n_times, index), axis=0)
-        gone = index >= first
-        metrics = jax.tree.map(lambda m: jnp.where(_expand(gone, m), jnp.nan, m), metrics)
-        return metrics, first
-
-    return jax.jit(program)
+        if signature in self.compiled:
+            return self.compiled[signature], 0.0
+        began = time.perf_counter()
+        start = self._start.lower(*args).compile()
+        index = jax.ShapeDtypeStruct((), jnp.int32)
+        carry, shared = start.out_info
+        segment = self._segment.lower(
+            draws, shared, carry, targets, eps, index, index, index
+        ).compile()
+        self.compiled[signature] = (start, segment)
+        return (start, segment), time.perf_counter() - began
 
 
 UNROLL = 8
@@ -422,12 +649,3 @@ def _losses_finite(metrics: dict) -> jax.Array:
         if name.endswith("_loss")
     ]
     return functools.reduce(jnp.logical_and, finite, jnp.bool_(True))
-
-
-def _expand(mask: jax.Array, like: jax.Array) -> jax.Array:
-    """``mask`` (groups, families, slots) broadcast against a (..., time?, extra) metric."""
-    return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
-
-
-def _report_block(index: Any) -> None:
-    _block_hook[-1](int(index))

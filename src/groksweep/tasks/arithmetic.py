@@ -20,11 +20,41 @@ besides the random one):
 The achieved fraction differs from ``frac`` by rounding; every normalisation uses the mask's
 own count. The split depends only on the seed (and frac), never on the other hyperparameters.
 
+Label noise (``label_noise``, traced): ``round(label_noise n_train)`` of the training pairs
+(n_train: the mask's count) get a wrong label, (label + k) mod p with k drawn uniformly from
+1 .. p-1 per pair, so a corrupted label is never the true one (Doshi et al.'s random labels may
+coincide with it, with probability 1/p). Which pairs: the training pairs ranked by a
+seed-random priority, lowest first, so at one seed and frac a larger noise corrupts a superset.
+The held-out (test) labels are never corrupted. The draws come from the seed's split key (a
+stream of its own: the split does not change), in fixed dtypes, and depend on nothing else;
+``label_noise = 0`` leaves the labels exactly as they were (:func:`noisy_labels`).
+
 Losses
 ------
 ``cross_entropy``: mean over training examples of -log softmax(logits)[label].
 ``mse``: mean over training examples of ||out - onehot(label)||^2 / p, i.e. PyTorch's
 ``MSELoss`` on one-hot targets (mean over all N p entries).
+``stablemax``: StableMax cross-entropy (Prieto et al. 2025, *Grokking at the edge of numerical
+stability*, as their reference ``stablemax_cross_entropy``): with s(x) = x + 1 for x >= 0 and
+1/(1 - x) for x < 0, the mean over training examples of
+-log(s(out[label]) / sum_j s(out[j])). It is computed in the run's dtype: the reference casts
+the logits to float64 for its StableMax runs (``--cross_entropy_dtype float64``), which here is
+``dtype = "float64"`` (:func:`stablemax_cross_entropy`).
+
+Measures (:class:`ArithmeticTask`)
+----------------------------------
+``softmax_collapse`` (Prieto et al.'s softmax collapse, as their reference logger computes it):
+the fraction of training pairs whose sum_j exp(out[j] - max out) is exactly 1 in the run's
+dtype, i.e. every other class's term is absorbed, the softmax of the top class is exactly 1 and
+the cross-entropy gradient of the pair is exactly 0 when the top class is the label. ``out`` is
+the predictor the loss sees (alpha (f - f0) or alpha f). :func:`softmax_collapse`.
+
+``ipr``: the inverse participation ratio of Fourier features (Doshi, Das, He & Gromov, *To grok
+or not to grok*, ICLR 2024, eq. 3 with r = 2): for a vector v over the p tokens with discrete
+Fourier transform v~, IPR(v) = sum_k |v~_k|^4 / (sum_k |v~_k|^2)^2, taken, as in their released
+code, over the one-sided real FFT (``rfft``: frequencies 0 .. p // 2, the constant included), so
+a pure cosine gives 1, i.i.d. Gaussian weights about 2 / (p // 2 + 1) (:func:`ipr`). The task
+averages it over its neurons (the modular MLP: Doshi et al.'s eq. 4) or embedding dimensions.
 """
 
 from __future__ import annotations
@@ -41,7 +71,7 @@ from groksweep.tasks.base import PyTree, Task, masked_mean
 
 OPS = ("add", "sub", "mul", "x2+xy+y2")
 SPLITS = ("random", "block", "strips")
-LOSSES = ("cross_entropy", "mse")
+LOSSES = ("cross_entropy", "mse", "stablemax")
 
 ARITHMETIC_PARAMS: dict[str, Param] = {
     "p": Param(int, 23, "static", "the prime modulus: p^2 examples, p classes", ge=2),
@@ -49,6 +79,9 @@ ARITHMETIC_PARAMS: dict[str, Param] = {
     "frac": Param(float, 0.5, "traced", "fraction of the p^2 pairs trained on", gt=0, lt=1),
     "split": Param(str, "random", "static", "which pairs are held out", choices=SPLITS),
     "loss": Param(str, "cross_entropy", "static", "training loss", choices=LOSSES),
+    "label_noise": Param(
+        float, 0.0, "traced", "fraction of the training pairs given a wrong label", ge=0, le=1
+    ),
 }
 """Parameters every arithmetic task declares."""
 
@@ -93,8 +126,42 @@ def train_mask(key: Array, split: str, frac: Array, p: int, dtype: Any) -> Array
     return train.astype(dtype)
 
 
+def noisy_labels(key: Array, label: Array, train: Array, noise: Array, p: int) -> Array:
+    """``label`` with ``round(noise n_train)`` training pairs (``train`` = 1) relabelled wrongly:
+    (label + k) mod p, k uniform in 1 .. p-1, the pairs chosen by a random priority from ``key``
+    among the training pairs (nested in ``noise``). ``noise`` = 0 returns ``label`` unchanged."""
+    priority_key, offset_key = random.split(key)
+    # Fixed draw dtypes: a seed's noise is the same in float32 and float64 sweeps.
+    priority = random.uniform(priority_key, label.shape, jnp.float32)
+    is_train = train > 0
+    rank = jnp.argsort(jnp.argsort(jnp.where(is_train, priority, 2.0)))
+    corrupt = is_train & (rank < jnp.round(noise * jnp.sum(train)))
+    offset = random.randint(offset_key, label.shape, 1, max(p, 2), jnp.int32)
+    return jnp.where(corrupt, (label + offset) % p, label)
+
+
+def noise_key(split_key: Array) -> Array:
+    """The label-noise stream, derived from a seed's split key."""
+    return random.fold_in(split_key, 1)
+
+
+def stablemax(x: Array) -> Array:
+    """s(x) = x + 1 for x >= 0, 1 / (1 - x) for x < 0 (Prieto et al.), with finite gradients on
+    both branches of the ``where``."""
+    return jnp.where(x >= 0, x + 1, 1 / (1 - jnp.minimum(x, 0)))
+
+
+def stablemax_cross_entropy(out: Array, label: Array) -> Array:
+    """-log(s(out[label]) / sum_j s(out[j])) of each example: ``out`` (examples, p)."""
+    s = stablemax(out)
+    chosen = jnp.take_along_axis(s, label[:, None], -1)[:, 0]
+    return -jnp.log(chosen / jnp.sum(s, axis=-1))
+
+
 def per_example_loss(loss: str, out: Array, label: Array) -> Array:
     """The loss of each example: ``out`` (examples, p), ``label`` (examples,)."""
+    if loss == "stablemax":
+        return stablemax_cross_entropy(out, label)
     if loss == "cross_entropy":
         return jax.nn.logsumexp(out, axis=-1) - jnp.take_along_axis(out, label[:, None], -1)[:, 0]
     if loss == "mse":
@@ -121,7 +188,25 @@ def training_loss(loss: str, out: Array, label: Array, train: Array) -> Array:
     return jnp.sum(per_example_loss(loss, out, label) * train) / jnp.sum(train)
 
 
-# --- embedding measures (Gu et al.; Nanda et al.) ---------------------------------------------
+def softmax_collapse(out: Array, train: Array) -> Array:
+    """The fraction of training examples (``train`` = 1) whose sum_j exp(out[j] - max out) is
+    exactly 1 in ``out``'s dtype: the softmax of the top class rounds to 1 (Prieto et al.'s
+    softmax collapse, computed as their reference logger does)."""
+    shifted = out - jnp.max(out, axis=-1, keepdims=True)
+    collapsed = jnp.sum(jnp.exp(shifted), axis=-1) == 1
+    return masked_mean(collapsed.astype(train.dtype), train)
+
+
+# --- embedding measures (Gu et al.; Nanda et al.; Doshi et al.) --------------------------------
+def ipr(vectors: Array, axis: int = 0) -> Array:
+    """The inverse participation ratio of Fourier features (Doshi et al. 2024, eq. 3, r = 2) of
+    each vector along ``axis`` (the p tokens): sum_k P_k^2 / (sum_k P_k)^2 with P_k = |v~_k|^2
+    the power of the one-sided real FFT (frequencies 0 .. p // 2, as their released code).
+    Between 1 / (p // 2 + 1) and 1; 1 for a single frequency."""
+    power = jnp.abs(jnp.fft.rfft(vectors, axis=axis)) ** 2
+    return jnp.sum(power**2, axis=axis) / jnp.sum(power, axis=axis) ** 2
+
+
 def main_embedding_difference(embedding: Array) -> Array:
     """MED (Gu et al., Definition 3.1): the mean norm of the differences between the embeddings
     of consecutive tokens, (1/(p-1)) sum_{i<p-1} ||E[i+1] - E[i]||, for ``embedding`` (p, d)
@@ -166,9 +251,13 @@ class ArithmeticTask(Task):
     the run's ``f0`` for the centred predictor).
     """
 
-    shared_by = ("frac", "op")
+    shared_by = ("frac", "op", "label_noise")
     metrics = CLASSIFICATION_METRICS | {"weight_norm": ()}
-    measures: ClassVar[dict[str, tuple[str, ...]]] = {"fourier_concentration": ()}
+    measures: ClassVar[dict[str, tuple[str, ...]]] = {
+        "fourier_concentration": (),
+        "softmax_collapse": (),
+        "ipr": (),
+    }
 
     def forward(self, model: PyTree, hp: Mapping[str, Array], pairs: Array | None) -> Array:
         """f(theta) on ``pairs`` (indices a p + b; None: all p^2 in table order), (pairs, p)."""
@@ -182,10 +271,11 @@ class ArithmeticTask(Task):
         # The split is cut here, not in sample, because frac is traced.
         split_key = random.wrap_key_data(draws["split_key"])
         p, dtype = shape["p"], hp["frac"].dtype
-        return {
-            "train": train_mask(split_key, shape["split"], hp["frac"], p, dtype),
-            "label": labels(hp["op"], p),
-        }
+        train = train_mask(split_key, shape["split"], hp["frac"], p, dtype)
+        label = labels(hp["op"], p)
+        if "label_noise" in hp:
+            label = noisy_labels(noise_key(split_key), label, train, hp["label_noise"], p)
+        return {"train": train, "label": label}
 
     def predict(self, model, data, hp, pairs: Array | None = None) -> Array:
         """The predictor alpha (f - f0) or alpha f on ``pairs`` (default: all p^2 pairs)."""
@@ -208,6 +298,10 @@ class ArithmeticTask(Task):
         if name == "fourier_concentration":
             k = min(FOURIER_K, self.shape["p"] // 2)
             return fourier_concentration(self.embedding(model), k)
+        if name == "softmax_collapse":
+            return softmax_collapse(self.predict(model, data, hp), data["train"])
+        if name == "ipr":
+            return jnp.mean(ipr(self.embedding(model), axis=0))
         raise ValueError(f"unknown measure {name!r}")
 
     def probe(self, model, data, hp, n):

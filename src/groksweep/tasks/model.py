@@ -30,10 +30,12 @@ traced hyperparameters (weight decay ``gamma`` included), the recorded metrics `
 grokking times, resumable sweeps, figures and the command line.
 
 Optional hooks: ``apply(model, x, hp)`` where the forward pass reads traced hyperparameters
-(default ``model(x)``); ``family_data(data, hp, shape)`` for data that depends on traced
-hyperparameters (labels of a traced operation, a train mask of a traced fraction; ``hp`` holds
-the task's ``shared_by`` parameters); ``extra_metrics`` for metrics of your own (declare them in
-``metrics``); ``measures`` with ``measure``, as for any task.
+(default ``model(x)``); ``apply_batch(model, x, hp)`` where a batch has a faster form than
+``apply`` on each example (default: ``vmap`` of ``apply``); ``family_data(data, hp, shape)`` for
+data that depends on traced hyperparameters (labels of a traced operation, a train mask of a
+traced fraction; ``hp`` holds the task's ``shared_by`` parameters); ``extra_metrics`` for
+metrics of your own (declare them in ``metrics``); ``measures`` with ``measure``, as for any
+task.
 
 Lazy and rich training for any model: a task that declares the parameters of
 :data:`~groksweep.tasks.base.OUTPUT_SCALE_PARAMS` (``predictor``, ``alpha``, ``init_scale``)
@@ -156,15 +158,18 @@ class ModelTask(Task):
         return model, run
 
     def objective(self, model, data, hp):
-        (_, prediction, target, rows), *_ = self._examples(model, data, hp, train_only=True)
+        (prediction, target, ((_, rows), *_)), *_ = self._examples(model, data, hp, train_only=True)
         loss = self._per_example_loss(prediction, target)
         return jnp.sum(loss * rows) / jnp.maximum(jnp.sum(rows), 1)
 
     def evaluate(self, model, data, hp, eps):
         metrics = {}
-        for role, prediction, target, rows in self._examples(model, data, hp):
-            metrics[f"{role}_loss"] = masked_mean(self._per_example_loss(prediction, target), rows)
-            metrics[f"{role}_acc"] = masked_mean(self._correct(prediction, target, eps), rows)
+        for prediction, target, roles in self._examples(model, data, hp):
+            loss = self._per_example_loss(prediction, target)
+            correct = self._correct(prediction, target, eps)
+            for role, rows in roles:
+                metrics[f"{role}_loss"] = masked_mean(loss, rows)
+                metrics[f"{role}_acc"] = masked_mean(correct, rows)
         leaves = jax.tree.leaves(model)
         norm = jnp.sqrt(sum(jnp.sum(w**2) for w in leaves))
         full = eqx.combine(model, self._static())
@@ -182,9 +187,13 @@ class ModelTask(Task):
         prediction = self._predict(model, x, f0, hp)
         return prediction.reshape(n, -1), _as_outputs(target, prediction).reshape(n, -1)
 
+    def apply_batch(self, model: eqx.Module, x: Array, hp: Mapping[str, Array]) -> Array:
+        """The model's outputs on a batch ``x``: :meth:`apply` on each example, unless a task
+        knows a faster batched form."""
+        return jax.vmap(lambda one: self.apply(model, one, hp))(x)
+
     def _forward(self, model: PyTree, x: Array, hp: Mapping[str, Array]) -> Array:
-        full = eqx.combine(model, self._static())
-        return jax.vmap(lambda one: self.apply(full, one, hp))(x)
+        return self.apply_batch(eqx.combine(model, self._static()), x, hp)
 
     def _predict(self, model, x, f0, hp) -> Array:
         """The predictor: alpha (f(x) - f0) or alpha f(x), where the task declares them."""
@@ -194,18 +203,19 @@ class ModelTask(Task):
         return hp["alpha"] * f if "alpha" in hp else f
 
     def _examples(self, model, data, hp, train_only: bool = False):
-        """``(role, prediction, target, mask)`` of the train and test examples."""
+        """``(prediction, target, ((role, mask), ...))``: each set of examples the model is
+        evaluated on once, with the masks of the roles (train, test) its examples play."""
         if _is_table(data):
             prediction = self._predict(model, data["x"], data.get("f0_x"), hp)
-            y, train = data["y"], data["train"]
-            return [("train", prediction, y, train), ("test", prediction, y, 1 - train)]
+            train = data["train"]
+            return [(prediction, data["y"], (("train", train), ("test", 1 - train)))]
         examples = []
         for role in ("train",) if train_only else ("train", "test"):
             x = f"x_{role}"
             prediction = self._predict(model, data[x], data.get(f"f0_{x}"), hp)
             target = data[f"y_{role}"]
             rows = data["rows"] if role == "train" else jnp.ones(target.shape[0], prediction.dtype)
-            examples.append((role, prediction, target, rows))
+            examples.append((prediction, target, ((role, rows),)))
         return examples
 
     def _static(self) -> PyTree:

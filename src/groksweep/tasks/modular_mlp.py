@@ -46,7 +46,8 @@ p                 static   23            prime modulus: p^2 pairs, d_in = 2p, p 
 op                traced   "add"         (a op b) mod p: add, sub, mul, x2+xy+y2
 frac              traced   0.5           fraction of the p^2 pairs trained on
 split             static   "random"      held-out pairs: random, block or strips
-loss              static   "mse"         mse (one-hot targets) or cross_entropy
+loss              static   "mse"         mse (one-hot targets), cross_entropy or stablemax
+label_noise       traced   0             fraction of the training pairs given a wrong label
 d_h               static   100           hidden width
 activation        static   "square"      square, relu or quadratic
 parametrisation   static   "mean_field"  mean_field or standard (above)
@@ -61,7 +62,11 @@ from :class:`~groksweep.tasks.model.ModelTask`, on which this task is written (t
 the p^2 pairs are ``x``, the labels of the traced ``op`` and the mask of the traced ``frac`` are
 family data). ``mse`` is the mean over training pairs of ||prediction - onehot(label)||^2 / p
 (PyTorch's ``MSELoss``; the three papers train with MSE, hence the default, without stating its
-normalisation), ``cross_entropy`` the mean of -log softmax. The split and the initial weights
+normalisation), ``cross_entropy`` the mean of -log softmax, ``stablemax`` Prieto et al.'s
+StableMax cross-entropy (:mod:`groksweep.tasks.arithmetic`). ``label_noise`` relabels that
+fraction of the training pairs wrongly (nested in the fraction, fixed per seed, test labels
+clean; :func:`arithmetic.noisy_labels`), Doshi et al.'s label corruption. The split and the
+initial weights
 depend only on the seed (and p, d_h, split, frac): every value of op, alpha, lr, ... at one seed
 trains on the same pairs from the same weights, in float32 and float64 sweeps alike (both are
 drawn in float32). The model is :class:`PairMLP`, an equinox module.
@@ -85,6 +90,13 @@ the trainable weights, without c1), Fourier-transformed along the token axis:
   sweeps/modular_mlp_quick.toml).
 - ``embedding_difference``: MED, the mean norm of E[i+1] - E[i]
   (:func:`arithmetic.main_embedding_difference`, Gu et al. Definition 3.1).
+- ``ipr``: Doshi et al.'s mean inverse participation ratio (*To grok or not to grok*, eqs. 3-4):
+  for each neuron k, the mean of the IPRs (:func:`arithmetic.ipr`, one-sided FFT over the p
+  tokens, r = 2) of its a-embedding W1[:p, k] (their U), its b-embedding W1[p:, k] (V) and its
+  output weights W2[k, :] (W), averaged over the d_h neurons. 1 for Gromov's periodic solution,
+  about 2 / (p // 2 + 1) for random weights.
+- ``softmax_collapse``: the fraction of training pairs whose softmax of the predictor is exactly
+  1 in the run's dtype (Prieto et al.; :func:`arithmetic.softmax_collapse`).
 
 The probe (:meth:`ModelTask.probe <groksweep.tasks.model.ModelTask.probe>`) returns the
 predictor and the one-hot targets on the first n held-out pairs in table order (pair
@@ -112,8 +124,8 @@ PARAMETRISATIONS = ("mean_field", "standard")
 
 
 class PairMLP(eqx.Module):
-    """The two-layer perceptron on one pair, ``pair = a p + b`` (its one-hot input is implied:
-    x W1 = W1[a] + W1[p + b], so no d_in-wide product is formed)."""
+    """The two-layer perceptron on a batch of pairs, ``pair = a p + b`` (its one-hot input is
+    implied: x W1 = W1[a] + W1[p + b], so no d_in-wide product is formed)."""
 
     w1: Array
     w2: Array
@@ -122,9 +134,13 @@ class PairMLP(eqx.Module):
     c2: float = eqx.field(static=True)
     activation: str = eqx.field(static=True)
 
-    def __call__(self, pair: Array, eps_align: Array) -> Array:
-        h = self.w1[pair // self.p] + self.w1[self.p + pair % self.p]
-        return self.c2 * activation(self.activation, self.c1 * h, eps_align) @ self.w2
+    def __call__(self, pairs: Array, eps_align: Array) -> Array:
+        p = self.p
+        # All p^2 pairs by broadcasting, then the rows asked for: cheaper to differentiate than
+        # gathering W1's rows per pair.
+        h = (self.w1[:p, None, :] + self.w1[None, p:, :]).reshape(p * p, -1)
+        table = self.c2 * activation(self.activation, self.c1 * h, eps_align) @ self.w2
+        return table[pairs]
 
 
 class ModularMLP(ModelTask):
@@ -158,14 +174,18 @@ class ModularMLP(ModelTask):
         "fourier_concentration": (),
         "neuron_fourier_concentration": (),
         "embedding_difference": (),
+        "ipr": (),
+        "softmax_collapse": (),
     }
-    shared_by = ("frac", "op")
+    shared_by = ("frac", "op", "label_noise")
     accuracy = "argmax"
 
     @property
-    def loss(self) -> str:
-        """The spec's static ``loss``: "mse" or "cross_entropy"."""
-        return self.shape.get("loss", self.params["loss"].default)
+    def loss(self) -> Any:
+        """The spec's static ``loss``: "mse", "cross_entropy", or the StableMax cross-entropy
+        of one example (a function) for "stablemax"."""
+        name = self.shape.get("loss", self.params["loss"].default)
+        return _stablemax_loss if name == "stablemax" else name
 
     def init(self, key: Array, shape: Shape) -> PairMLP:
         p, d_h = shape["p"], shape["d_h"]
@@ -183,12 +203,14 @@ class ModularMLP(ModelTask):
         # The engine's split key; arithmetic's splits (block, strips) are cut here.
         p, dtype = shape["p"], hp["frac"].dtype
         split_key = random.wrap_key_data(data["split_key"])
-        return {
-            "y": arithmetic.labels(hp["op"], p),
-            "train": arithmetic.train_mask(split_key, shape["split"], hp["frac"], p, dtype),
-        }
+        train = arithmetic.train_mask(split_key, shape["split"], hp["frac"], p, dtype)
+        label = arithmetic.labels(hp["op"], p)
+        if "label_noise" in hp:
+            noise_key = arithmetic.noise_key(split_key)
+            label = arithmetic.noisy_labels(noise_key, label, train, hp["label_noise"], p)
+        return {"y": label, "train": train}
 
-    def apply(self, model: PairMLP, x: Array, hp) -> Array:
+    def apply_batch(self, model: PairMLP, x: Array, hp) -> Array:
         return model(x, hp["eps_align"])
 
     def measure(self, name, model, data, hp):
@@ -201,7 +223,18 @@ class ModularMLP(ModelTask):
             return jnp.mean(per_neuron(embedding))
         if name == "embedding_difference":
             return arithmetic.main_embedding_difference(embedding)
+        if name == "ipr":
+            u, v = arithmetic.ipr(embedding, 0), arithmetic.ipr(model.w1[self.shape["p"] :], 0)
+            return jnp.mean((u + v + arithmetic.ipr(model.w2, 1)) / 3)
+        if name == "softmax_collapse":
+            prediction = self._predict(model, data["x"], data.get("f0_x"), hp)
+            return arithmetic.softmax_collapse(prediction, data["train"])
         raise ValueError(f"unknown measure {name!r}")
+
+
+def _stablemax_loss(prediction: Array, label: Array) -> Array:
+    """The StableMax cross-entropy of one example (``prediction`` (p,), an integer label)."""
+    return arithmetic.stablemax_cross_entropy(prediction[None], label[None])[0]
 
 
 def scales(shape: Shape) -> tuple[tuple[float, float], tuple[float, float]]:

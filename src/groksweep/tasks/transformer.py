@@ -51,7 +51,8 @@ p             static   113              prime modulus: p^2 pairs, vocabulary p +
 op            traced   "add"            (a op b) mod p: add, sub, mul, x2+xy+y2
 frac          traced   0.3              fraction of the p^2 pairs trained on
 split         static   "random"         held-out pairs: random, block or strips
-loss          static   "cross_entropy"  cross_entropy or mse (one-hot targets)
+loss          static   "cross_entropy"  cross_entropy, mse (one-hot targets) or stablemax
+label_noise   traced   0                fraction of the training pairs given a wrong label
 d_model       static   128              residual-stream width
 n_heads       static   4                attention heads (must divide d_model)
 d_mlp         static   512              MLP hidden width
@@ -81,11 +82,17 @@ E = W_E[:p]: ``med``, Gu et al.'s main embedding difference (Definition 3.1, the
 std/mean of the token norms |E[i]| (:func:`arithmetic.embedding_uniformity`; 0 for the
 uniform embeddings that weight decay favours, Gu et al. Theorem 3.5).
 
-Measure (recorded where a sweep names it): ``fourier_concentration``, the fraction of E's power
-in its ``arithmetic.FOURIER_K`` = 4 strongest nonzero frequencies along the token axis, summed
-over the d_model dimensions (:func:`arithmetic.fourier_concentration`; all p // 2 of them where
-p < 8).
-Nanda et al.'s generalising embedding uses a handful of key frequencies.
+Measures (recorded where a sweep names them): ``fourier_concentration``, the fraction of E's
+power in its ``arithmetic.FOURIER_K`` = 4 strongest nonzero frequencies along the token axis,
+summed over the d_model dimensions (:func:`arithmetic.fourier_concentration`; all p // 2 of them
+where p < 8); Nanda et al.'s generalising embedding uses a handful of key frequencies.
+``ipr``: the inverse participation ratio (Doshi et al.; :func:`arithmetic.ipr`, one-sided FFT
+along the token axis) of each of E's d_model columns, averaged over the columns.
+``softmax_collapse``: the fraction of training pairs whose softmax of the predictor is exactly 1
+in the run's dtype (Prieto et al.; :func:`arithmetic.softmax_collapse`).
+
+``loss = "stablemax"`` is Prieto et al.'s StableMax cross-entropy and ``label_noise`` Doshi et
+al.'s label corruption of a fraction of the training pairs (both :mod:`groksweep.tasks.arithmetic`).
 
 :meth:`Transformer.probe` returns the predictor and the one-hot targets on the first n held-out
 pairs in table order (pair i = a p + b), followed by training pairs if fewer than n are held
