@@ -50,7 +50,13 @@ def expected_checks(task) -> set[str]:
     return set(CHECKS) - (set() if padded else {"draws", "padding"})
 
 
-@pytest.mark.parametrize("name", sorted(BUILT_IN))
+# The transformer's contract (its slowest compile) runs in the slow tier.
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=SLOW) if n == "transformer" else n for n in sorted(BUILT_IN)]
+)
 def test_built_in_task_keeps_the_contract(name):
     task = BUILT_IN[name]
     params = PARAMS.get(name, getattr(task, "example_params", None))

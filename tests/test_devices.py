@@ -9,8 +9,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import groksweep as gs
+
+pytestmark = pytest.mark.slow  # subprocesses with 4 host devices, or 2 processes: ~30 s
 
 SPEC = dict(
     task="linear",

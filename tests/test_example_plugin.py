@@ -158,6 +158,7 @@ def test_the_task_is_at_most_40_lines_on_the_high_level_api():
     assert "ModelTask" in text and "def sample" not in text and "def evaluate" not in text
 
 
+@pytest.mark.slow
 def test_the_plugin_keeps_the_task_contract(example_on_path):
     from sparse_parity import SparseParity
 

@@ -54,6 +54,7 @@ def uninterrupted(tmp_path_factory):
     return tmp / "out" / "results.nc"
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_gives_identical_results(tmp_path, uninterrupted):
     spec, out = write_spec(tmp_path), tmp_path / "out"
     command = RUN + [str(spec), "--out", str(out), "--quiet", "--chunk-size", "8"]

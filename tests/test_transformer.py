@@ -330,6 +330,7 @@ def test_strips_split_holds_out_whole_rows(seed):
 GROK = {"frac": 0.75, "gamma": 1.5, "op": "add"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_small_transformer_groks(seed):
     ds = single_run(seed, 700, **GROK)
