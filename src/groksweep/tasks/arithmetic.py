@@ -67,7 +67,7 @@ import jax.numpy as jnp
 from jax import Array, random
 
 from groksweep.params import Param
-from groksweep.tasks.base import PyTree, Task, masked_mean
+from groksweep.tasks.base import PyTree, Shape, Task, masked_mean
 
 OPS = ("add", "sub", "mul", "x2+xy+y2")
 SPLITS = ("random", "block", "strips")
@@ -138,6 +138,19 @@ def noisy_labels(key: Array, label: Array, train: Array, noise: Array, p: int) -
     corrupt = is_train & (rank < jnp.round(noise * jnp.sum(train)))
     offset = random.randint(offset_key, label.shape, 1, max(p, 2), jnp.int32)
     return jnp.where(corrupt, (label + offset) % p, label)
+
+
+def family_split(split_key: Array, hp: Mapping[str, Array], shape: Shape) -> tuple[Array, Array]:
+    """``(train, label)`` of a family: the train mask of the traced ``frac`` and the labels of
+    the traced ``op``, with ``label_noise`` where the task declares it, from the seed's raw
+    ``split_key`` data."""
+    split_key = random.wrap_key_data(split_key)
+    p, dtype = shape["p"], hp["frac"].dtype
+    train = train_mask(split_key, shape["split"], hp["frac"], p, dtype)
+    label = labels(hp["op"], p)
+    if "label_noise" in hp:
+        label = noisy_labels(noise_key(split_key), label, train, hp["label_noise"], p)
+    return train, label
 
 
 def noise_key(split_key: Array) -> Array:
@@ -269,12 +282,7 @@ class ArithmeticTask(Task):
 
     def share(self, draws, hp, shape):
         # The split is cut here, not in sample, because frac is traced.
-        split_key = random.wrap_key_data(draws["split_key"])
-        p, dtype = shape["p"], hp["frac"].dtype
-        train = train_mask(split_key, shape["split"], hp["frac"], p, dtype)
-        label = labels(hp["op"], p)
-        if "label_noise" in hp:
-            label = noisy_labels(noise_key(split_key), label, train, hp["label_noise"], p)
+        train, label = family_split(draws["split_key"], hp, shape)
         return {"train": train, "label": label}
 
     def predict(self, model, data, hp, pairs: Array | None = None) -> Array:

@@ -200,14 +200,8 @@ class ModularMLP(ModelTask):
         return {"x": jnp.arange(shape["p"] ** 2, dtype=jnp.int32)}
 
     def family_data(self, data, hp, shape):
-        # The engine's split key; arithmetic's splits (block, strips) are cut here.
-        p, dtype = shape["p"], hp["frac"].dtype
-        split_key = random.wrap_key_data(data["split_key"])
-        train = arithmetic.train_mask(split_key, shape["split"], hp["frac"], p, dtype)
-        label = arithmetic.labels(hp["op"], p)
-        if "label_noise" in hp:
-            noise_key = arithmetic.noise_key(split_key)
-            label = arithmetic.noisy_labels(noise_key, label, train, hp["label_noise"], p)
+        # From the engine's split key: arithmetic's splits (random, block, strips), not its own.
+        train, label = arithmetic.family_split(data["split_key"], hp, shape)
         return {"y": label, "train": train}
 
     def apply_batch(self, model: PairMLP, x: Array, hp) -> Array:
