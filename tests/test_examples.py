@@ -43,3 +43,16 @@ def test_benchmark_reports_a_rate(monkeypatch, capsys):
     out = capsys.readouterr().out
     rate = float(out.split("s, ")[-1].split()[0])
     assert rate > 0 and "run-steps/s" in out
+
+
+@pytest.mark.slow
+def test_fourier_from_saved_models_recomputes_the_recorded_measure(tmp_path, monkeypatch, capsys):
+    run_example("fourier_from_saved_models.py", "--out", str(tmp_path), monkeypatch=monkeypatch)
+    out = capsys.readouterr().out
+    worst = float(out.split("recomputed measure: ")[1].split()[0])
+    assert worst < 1e-5
+    assert len(list((tmp_path / "models").glob("*.nc"))) >= 1
+    rows = [line.split() for line in out.splitlines()[1:-1]]
+    assert len(rows) == 2  # the tiny sweep's two runs, each recorded | recomputed
+    for row in rows:
+        assert row[2:5] == row[6:9]  # the first and last values, to 4 digits

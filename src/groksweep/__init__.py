@@ -27,6 +27,7 @@ _HOME = {
     "reduce_seeds": "groksweep.phase",
     "stage_times": "groksweep.phase",
     "open_sweeps": "groksweep.results",
+    "load_models": "groksweep.saved_models",
 }
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Task",
     "get_task",
     "grokking_time",
+    "load_models",
     "open_sweeps",
     "prepare",
     "reduce_seeds",
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from groksweep.params import Param
     from groksweep.phase import grokking_time, reduce_seeds, stage_times
     from groksweep.results import open_sweeps
+    from groksweep.saved_models import load_models
     from groksweep.spec import Sweep
     from groksweep.tasks import get_task, register_task
     from groksweep.tasks.base import Task

@@ -3,17 +3,19 @@
 
 ``run`` validates and plans the sweep, then claims and locks DIR (one process owns it) and
 writes ``DIR/spec.toml`` (the normalised spec), ``DIR/chunks/`` (each finished chunk),
-``DIR/log.txt``, ``DIR/results.nc`` (trajectories), ``DIR/phase.nc`` (grokking times) and the
-default figures as ``DIR/*.png``, every file atomically and never through a link. Running the
-same command again resumes from the saved chunks; a DIR holding a different sweep is refused
-unless ``--overwrite``. Ctrl-C, SIGTERM or SIGUSR1 stop before training, or once the current
-segment of a chunk is saved (``--checkpoint-every``), with exit code 130, 143 or 138
-(:data:`STOP_CODES`); a second one stops at once. ``plot`` redraws the figures from the saved
-files; ``tasks`` lists the tasks a spec can name, or one task's parameters. ``plan`` (or
-``run --dry-run``) prints the runs, buckets, chunks, memory and a calibrated time
-(:mod:`groksweep.estimate`), and writes nothing; ``--set KEY=VALUE`` overrides a field of the
-spec (:func:`groksweep.spec.override`). Errors in the input are printed as one line, exit code
-2; errors of the file system (or a DIR in use), exit code 1.
+``DIR/log.txt``, ``DIR/results.nc`` (trajectories), ``DIR/phase.nc`` (grokking times),
+``DIR/models/`` (the models a spec's ``save_models`` keeps, :mod:`groksweep.saved_models`), the
+default figures as ``DIR/*.png`` and ``DIR/report.html`` (:mod:`groksweep.report`), every file
+atomically and never through a link. Running the same command again resumes from the saved
+chunks; a DIR holding a different sweep is refused unless ``--overwrite``. Ctrl-C, SIGTERM or
+SIGUSR1 stop before training, or once the current segment of a chunk is saved
+(``--checkpoint-every``), with exit code 130, 143 or 138 (:data:`STOP_CODES`); a second one
+stops at once. ``plot`` redraws the figures from the saved files; ``tasks`` lists the tasks a
+spec can name, or one task's parameters. ``plan`` (or ``run --dry-run``) prints the runs,
+buckets, chunks, memory and a calibrated time (:mod:`groksweep.estimate`), and writes nothing;
+``--set KEY=VALUE`` overrides a field of the spec (:func:`groksweep.spec.override`). Errors in
+the input are printed as one line, exit code 2; errors of the file system (or a DIR in use),
+exit code 1.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from groksweep.errors import SpecError, SpecWarning
 from groksweep.files import DirectoryInUse, DirectoryLock, append_line, remove_tree, write_atomic
 
 RESULTS, PHASE, SPEC, LOG, CHUNKS = "results.nc", "phase.nc", "spec.toml", "log.txt", "chunks"
+MODELS = "models"  # groksweep.saved_models.MODELS, without importing JAX
+REPORT = "report.html"  # groksweep.report.REPORT
 INTERRUPTED = 130
 STOP_CODES = {signal.SIGINT: INTERRUPTED, signal.SIGTERM: 143, signal.SIGUSR1: 138}
 """Exit code of a sweep stopped by a signal: 128 + its number, the status a shell gives a
@@ -113,7 +117,7 @@ def _run(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
 
     if args.distributed:
         _initialize_distributed(args)
-    from groksweep import engine, phase, plot, results
+    from groksweep import engine, phase, results
     from groksweep.estimate import estimate
     from groksweep.store import ChunkStore
     from groksweep.tasks.base import task_identity
@@ -153,14 +157,32 @@ def _run(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
         store = ChunkStore(out / CHUNKS, sweep.to_toml(), task_identity(sweep.task_def))
         start = time.perf_counter()
         try:
-            ds = engine.run(
-                prepared,
-                progress=not args.quiet,
-                store=store,
-                should_stop=stop.requested,
-                log=log,
-                checkpoint_every=args.checkpoint_every,
-            )
+            if sweep.refine:
+                from groksweep import refine
+
+                ds = refine.run(
+                    sweep,
+                    progress=not args.quiet,
+                    store=store,
+                    should_stop=stop.requested,
+                    log=log,
+                    report=lambda done: print(refine.round_line(done)),
+                    checkpoint_every=args.checkpoint_every,
+                    memory_budget=args.memory_budget,
+                    chunk_size=args.chunk_size,
+                    reproducible=args.reproducible,
+                    models_dir=out / MODELS if sweep.save_models else None,
+                )
+            else:
+                ds = engine.run(
+                    prepared,
+                    progress=not args.quiet,
+                    store=store,
+                    should_stop=stop.requested,
+                    log=log,
+                    checkpoint_every=args.checkpoint_every,
+                    models_dir=out / MODELS if sweep.save_models else None,
+                )
         except engine.SweepInterrupted as err:
             log(f"interrupted: {err}")
             print(
@@ -178,8 +200,7 @@ def _run(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
         ph = phase.grokking_time(ds, level=args.level)
         results.save(ds, out / RESULTS)
         results.save(ph, out / PHASE)
-        for path in plot.figures_for(ds, ph, out, **_figure_options(args)):
-            print(f"wrote {path}")
+        _write_figures_and_report(ds, ph, out, args)
     finally:
         if lock:
             lock.release()
@@ -243,14 +264,16 @@ def _claim(out: Path, spec_text: str, overwrite: bool) -> DirectoryLock:
                     f"{out} holds a different sweep; use another --out or pass --overwrite"
                 )
             remove_tree(chunks)
+            remove_tree(out / MODELS)
             from groksweep.plot import FIGURES
 
-            for name in (RESULTS, PHASE, LOG, *FIGURES):
+            for name in (RESULTS, PHASE, LOG, REPORT, *FIGURES):
                 (out / name).unlink(missing_ok=True)
-        if chunks.is_symlink():
-            raise FileExistsError(
-                f"{chunks} is a symbolic link; groksweep never writes through links"
-            )
+        for folder in (chunks, out / MODELS):
+            if folder.is_symlink():
+                raise FileExistsError(
+                    f"{folder} is a symbolic link; groksweep never writes through links"
+                )
         write_atomic(spec_file, spec_text.encode())
     except BaseException:
         lock.release()
@@ -308,7 +331,7 @@ class _StopOnInterrupt:
 
 
 def _plot(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
-    from groksweep import plot, results
+    from groksweep import results
 
     out = Path(args.dir)
     missing = [name for name in (RESULTS, PHASE) if not (out / name).is_file()]
@@ -319,8 +342,7 @@ def _plot(args: argparse.Namespace, stop: _StopOnInterrupt) -> int:
     ds = results.load(out / RESULTS, kind="results")
     ph = results.load(out / PHASE, kind="phase")
     results.check_pair(ds, ph)
-    for path in plot.figures_for(ds, ph, out, **_figure_options(args)):
-        print(f"wrote {path}")
+    _write_figures_and_report(ds, ph, out, args)
     return 0
 
 
@@ -353,7 +375,11 @@ def _parser() -> argparse.ArgumentParser:
         "(a TOML value; repeatable)",
     )
     run.add_argument(
-        "--level", type=_level, default=0.95, help="accuracy level of the grokking time"
+        "--level",
+        type=_level,
+        default=None,
+        help="accuracy level of the grokking time (default: the level crossings are solved "
+        "at, or 0.95)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_figure_options(run)
@@ -565,6 +591,16 @@ def _figure_options(args: argparse.Namespace) -> dict:
         "theory": not getattr(args, "no_theory", False),
         "formats": getattr(args, "format", ("png",)),
     }
+
+
+def _write_figures_and_report(ds, ph, out: Path, args: argparse.Namespace) -> None:
+    """The default figures, then DIR/report.html with them inline (groksweep.report)."""
+    from groksweep import plot, report
+
+    options = _figure_options(args)
+    figures = plot.figures_for(ds, ph, out, **options)
+    for path in [*figures, report.write(out, ds, ph, figures, theory=options["theory"])]:
+        print(f"wrote {path}")
 
 
 def _level(text: str) -> float:

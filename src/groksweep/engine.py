@@ -7,8 +7,8 @@ import itertools
 import math
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,13 +18,15 @@ import xarray as xr
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from groksweep import trainer
+from groksweep import crossings, trainer
 from groksweep.params import SpecError, human_bytes
 from groksweep.plan import Bucket, plan
 from groksweep.results import to_dataset
+from groksweep.saved_models import ModelStore
 from groksweep.spec import Sweep
 from groksweep.store import ChunkStore
 from groksweep.tasks import Task
+from groksweep.tasks.base import task_identity
 
 
 class SweepInterrupted(Exception):
@@ -46,6 +48,11 @@ class SweepPlan:
     buckets: list[Chunking]
     budget: float
 
+    @property
+    def n_runs(self) -> int:
+        """The runs the plan trains: the sweep's, or the ``select``-ed of them."""
+        return sum(chunking.bucket.n_runs for chunking in self.buckets)
+
 
 def prepare(
     sweep: Sweep,
@@ -54,10 +61,13 @@ def prepare(
     chunk_size: int | None = None,
     share_data: bool = True,
     reproducible: bool = False,
+    select: Sequence[int] | None = None,
 ) -> SweepPlan:
     """Plan ``sweep`` into shape buckets and memory-sized chunks (see :func:`run` for the
     arguments), and check that it can run: that one run fits ``memory_budget`` and that its
-    results fit in host memory. Raises :class:`SpecError` otherwise; nothing is compiled."""
+    results fit in host memory. Raises :class:`SpecError` otherwise; nothing is compiled.
+    ``select`` (flat grid indices) plans only those runs: :func:`run` leaves the others NaN
+    (a refinement round, :mod:`groksweep.refine`)."""
     if not isinstance(sweep, Sweep):
         raise SpecError(f"run needs a groksweep.Sweep, got {type(sweep).__name__}")
     budget = default_memory_budget() if memory_budget is None else memory_budget
@@ -69,9 +79,19 @@ def prepare(
         raise SpecError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     check_results_fit(sweep)
     task, n_times, n_eps = sweep.task_def, len(sweep.times()), len(sweep.eps)
+    n_kept = len(sweep.saved_points())
+    runs = sweep.runs()
+    chosen = np.arange(len(runs)) if select is None else np.unique(np.asarray(select, np.int64))
+    if chosen.size and not 0 <= chosen[0] <= chosen[-1] < len(runs):
+        raise SpecError(f"select holds run indices outside the sweep's {len(runs)} runs")
+    planned = plan(
+        task, [runs[i] for i in chosen], share_data and not reproducible, exact=reproducible
+    )
     buckets = [
-        chunked(task, b, n_times, n_eps, budget, chunk_size, sweep.measures, reproducible)
-        for b in plan(task, sweep.runs(), share_data and not reproducible, exact=reproducible)
+        chunked(
+            task, b, n_times, n_eps, budget, chunk_size, sweep.measures, reproducible, n_kept
+        )
+        for b in (replace(b, run_index=chosen[b.run_index]) for b in planned)
     ]
     return SweepPlan(sweep, buckets, budget)
 
@@ -79,8 +99,8 @@ def prepare(
 def check_results_fit(sweep: Sweep) -> None:
     """Refuse a sweep whose results (runs x log points x metrics, float64, held about three
     times while they are labelled and written) would not fit in the free host memory."""
-    per_run_point = sum(math.prod(extra) for extra in _extra_shapes(sweep).values())
-    need = 3 * 8 * sweep.n_runs * len(sweep.times()) * per_run_point
+    per_run = sum(math.prod(shape) for shape in _run_shapes(sweep, len(sweep.times())).values())
+    need = 3 * 8 * sweep.n_runs * per_run
     free = host_free_bytes()
     if need > free:
         raise SpecError(
@@ -102,6 +122,8 @@ def run(
     should_stop: Callable[[], bool] | None = None,
     log: Callable[[str], None] | None = None,
     checkpoint_every: float | None = CHECKPOINT_EVERY,
+    prune: bool = True,
+    models_dir: str | Path | None = None,
 ) -> xr.Dataset:
     """Train every run of ``sweep`` and return its trajectories (see :mod:`groksweep.results`).
 
@@ -132,7 +154,15 @@ def run(
     instead of trained. ``should_stop()`` is asked before each chunk and after each segment; if
     it returns True the sweep saves the chunk in progress and stops with
     :class:`SweepInterrupted`. ``log`` receives one line per planning decision, per compiled
-    program and per chunk.
+    program and per chunk. At the end the store's files of other chunks are removed, unless
+    ``prune=False`` (a refinement keeps its earlier rounds' chunks, :func:`chunk_keys`). A
+    sweep with a ``refine`` table is trained round by round by :func:`groksweep.refine.run`
+    (a :class:`SweepPlan` of it plans its coarse grid alone).
+
+    A sweep with ``save_models`` needs ``models_dir``: each finished chunk's kept models are
+    written there, one file per chunk (:mod:`groksweep.saved_models`; the command line's is
+    ``DIR/models``), and read back with :func:`groksweep.load_models`. A chunk read back from
+    the ``store`` is trained again if its models file is not whole.
     """
     if checkpoint_every is not None and (
         isinstance(checkpoint_every, bool)
@@ -144,6 +174,22 @@ def run(
         )
     if checkpoint_every == math.inf:
         checkpoint_every = None
+    if isinstance(sweep, Sweep) and sweep.refine:
+        from groksweep import refine  # which runs each of its rounds through this function
+
+        return refine.run(
+            sweep,
+            progress,
+            memory_budget=memory_budget,
+            chunk_size=chunk_size,
+            share_data=share_data,
+            reproducible=reproducible,
+            store=store,
+            should_stop=should_stop,
+            log=log,
+            checkpoint_every=checkpoint_every,
+            models_dir=models_dir,
+        )
     if not isinstance(sweep, SweepPlan):
         sweep = prepare(
             sweep,
@@ -158,9 +204,11 @@ def run(
     task = sweep.task_def
     times = sweep.times()
     eps = np.asarray(sweep.eps)
+    models = _model_store(sweep, models_dir)
+    model_keys = set()
     outputs = {
-        name: np.full((sweep.n_runs, len(times), *extra), np.nan)
-        for name, extra in _extra_shapes(sweep).items()
+        name: np.full((sweep.n_runs, *extra), np.nan)
+        for name, extra in _run_shapes(sweep, len(times)).items()
     }
     diverged_at = np.full(sweep.n_runs, -1, dtype=np.int64)
     buckets = prepared.buckets
@@ -177,17 +225,22 @@ def run(
     elsewhere = []  # chunks other processes train, read back from the store at the end
     keys = set()  # every chunk's key: other files in the store are stale
     chunk_numbers = itertools.count()
-    with _Progress(sweep, len(buckets), progress) as bar:
+    with _Progress(sweep, len(buckets), progress, prepared.n_runs) as bar:
         for i, (bucket, groups_per_chunk, block) in enumerate(buckets):
             pace = _Pace(checkpoint_every, by_steps=dict(bucket.shape)["method"] == "step")
             for chunk in _chunks(bucket, groups_per_chunk):
                 key = store.key(bucket.shape, chunk.run_index, chunk.valid) if store else None
                 keys.add(key)
+                model_keys.add(models.key(chunk) if models else None)
                 expect = _expected_shapes(sweep, chunk, len(times)) if store else None
                 if next(chunk_numbers) % processes != me:
                     elsewhere.append((chunk, key, expect))
                     continue
                 metrics = store.load(key, expect, log) if store else None
+                problem = models and metrics is not None and models.check(chunk)
+                if problem:
+                    log(f"bucket {i} chunk {key}: models file not used ({problem}): recomputed")
+                    metrics = None
                 if metrics is not None:
                     bar.read_back(sweep.steps * chunk.n_runs)
                     log(f"bucket {i} chunk {key}: {chunk.n_runs} runs read back")
@@ -196,12 +249,25 @@ def run(
                         raise SweepInterrupted(
                             "stopped before a new chunk; finished chunks are saved"
                         )
-                    training = trainer.ChunkTraining(task, chunk, times, eps, sweep.measures, block)
+                    training = trainer.ChunkTraining(
+                        task, chunk, times, eps, sweep.measures, block, sweep.saved_points()
+                    )
                     if training.compile_seconds:
                         log(f"bucket {i}: program compiled in {training.compile_seconds:.2f} s")
                     start = time.perf_counter()
                     segments = _train(training, i, key, chunk, pace, bar, store, should_stop, log)
                     metrics = training.result()
+                    if sweep.crossings != "interpolate":
+                        solved = training.solve_crossings(
+                            sweep.crossings["level"], sweep.crossings["rtol"]
+                        )
+                        log(
+                            f"bucket {i} chunk {key}: crossings solved in "
+                            f"{solved.pop('solve_iterations')} bisection iterations"
+                        )
+                        metrics |= solved
+                    if models:  # before the chunk: a chunk read back has its models
+                        models.save(chunk, training.kept_models())
                     if store:
                         store.save(key, metrics)
                     log(
@@ -217,11 +283,34 @@ def run(
             if metrics is None:
                 raise SpecError(f"chunk {key} of another process is missing from {store.directory}")
             _scatter(chunk, metrics, outputs, diverged_at)
-    if store and me == 0:
+    if store and me == 0 and prune:
         removed = store.prune(keys)
         if removed:
             log(f"removed {removed} chunk files of other code that no rerun would read")
+    if models and me == 0 and prune:
+        models.prune(model_keys)
     return to_dataset(sweep, outputs, times, diverged_at)
+
+
+def _model_store(sweep: Sweep, models_dir: str | Path | None) -> ModelStore | None:
+    """Where the sweep's kept models go; a SpecError where they would be lost, or where a
+    directory is given for a sweep that keeps none."""
+    if not sweep.save_models and models_dir is None:
+        return None
+    if models_dir is None:
+        raise SpecError("the sweep saves models (save_models): give run a models_dir to save them")
+    if not sweep.save_models:
+        raise SpecError("models_dir is given but the sweep keeps no models: set save_models")
+    return ModelStore(models_dir, sweep, task_identity(sweep.task_def))
+
+
+def chunk_keys(prepared: SweepPlan, store: ChunkStore) -> set[str]:
+    """The store keys of every chunk of ``prepared``, as :func:`run` saves them."""
+    return {
+        store.key(chunking.bucket.shape, chunk.run_index, chunk.valid)
+        for chunking in prepared.buckets
+        for chunk in _chunks(chunking.bucket, chunking.groups)
+    }
 
 
 def _train(
@@ -319,9 +408,10 @@ class _Progress:
     """The progress bar, in run-steps. Its speed and time left count only trained segments'
     time: not compilation, not chunks or segments read back from the store."""
 
-    def __init__(self, sweep: Sweep, n_buckets: int, show: bool):
-        self.total = sweep.n_runs * sweep.steps
-        self.n_runs = sweep.n_runs
+    def __init__(self, sweep: Sweep, n_buckets: int, show: bool, n_runs: int | None = None):
+        n_runs = sweep.n_runs if n_runs is None else n_runs
+        self.total = n_runs * sweep.steps
+        self.n_runs = n_runs
         self.done_runs = self.done_steps = 0
         self.trained_steps, self.seconds = 0, 0.0
         self.bar = tqdm(
@@ -329,7 +419,7 @@ class _Progress:
             unit=" run-steps",
             unit_scale=True,
             disable=not show,
-            desc=f"{sweep.task}: {sweep.n_runs} runs, {n_buckets} buckets",
+            desc=f"{sweep.task}: {n_runs} runs, {n_buckets} buckets",
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
         )
 
@@ -362,18 +452,24 @@ class _Progress:
         left = tqdm.format_interval((self.total - self.done_steps) / rate)
         return f"{tqdm.format_sizeof(rate)} run-steps/s, about {left} left, {runs}"
 
-def _extra_shapes(sweep: Sweep) -> dict[str, tuple[int, ...]]:
-    """Each recorded metric's shape at one run and log point: () or (number of eps,)."""
+def _run_shapes(sweep: Sweep, n_times: int) -> dict[str, tuple[int, ...]]:
+    """The shape of each recorded array of one run: a metric's (time,) or (time, eps), and
+    with solved crossings, ``t_train_solved`` and ``t_test_solved`` as their accuracy's
+    thresholds, () or (eps,)."""
     sizes = {"eps": len(sweep.eps)}
-    return {name: tuple(sizes[d] for d in dims) for name, dims in sweep.metrics.items()}
+    extra = {name: tuple(sizes[d] for d in dims) for name, dims in sweep.metrics.items()}
+    shapes = {name: (n_times, *dims) for name, dims in extra.items()}
+    if sweep.crossings != "interpolate":
+        shapes |= {f"t_{role}_solved": extra[f"{role}_acc"] for role in crossings.ROLES}
+    return shapes
 
 
 def _expected_shapes(sweep: Sweep, chunk: Bucket, n_times: int) -> dict[str, tuple[int, ...]]:
-    """The arrays :func:`trainer.train` returns for ``chunk``, by name and shape: a saved file
-    with other arrays is not this chunk's."""
+    """The arrays a trained chunk holds (:func:`trainer.train`, and solved crossings), by name
+    and shape: a saved file with other arrays is not this chunk's."""
     runs = chunk.run_index.shape
-    metrics = {name: (*runs, n_times, *extra) for name, extra in _extra_shapes(sweep).items()}
-    return metrics | {"diverged_at": runs}
+    shapes = {name: (*runs, *shape) for name, shape in _run_shapes(sweep, n_times).items()}
+    return shapes | {"diverged_at": runs}
 
 
 def enable_compilation_cache() -> None:
@@ -439,12 +535,14 @@ def chunked(
     max_runs: int | None,
     measures: tuple[str, ...] = (),
     alone: bool = False,
+    n_kept: int = 0,
 ) -> Chunking:
     """Split ``bucket``'s groups until one fits ``budget`` and ``max_runs``, and choose how many
     groups a chunk holds and how many log points it evaluates at once. ``alone`` puts every run
     in a group of its own and one group on each device, with a block that depends on the run
-    alone: the program a device runs is then the same wherever the run stands in the sweep."""
-    sizes = trainer.state_bytes(task, bucket, n_times, n_eps, measures)
+    alone: the program a device runs is then the same wherever the run stands in the sweep.
+    Every run keeps the models of ``n_kept`` log points."""
+    sizes = trainer.state_bytes(task, bucket, n_times, n_eps, measures, n_kept)
     devices = trainer.device_count()
 
     def group_bytes(f: int, s: int, block: int = 1) -> float:

@@ -125,9 +125,15 @@ class Estimate:
             f"({_count(len(self.buckets), 'compile')}), {_count(self.chunks, 'chunk')}, "
             f"up to {human_bytes(most)} per chunk of a {human_bytes(self.plan.budget)} budget"
         )
+        if sweep.refine:  # the plan is the coarse grid's, round 0 of the refinement
+            from groksweep.refine import describe
+
+            line += f"; {describe(sweep)}"
         if self.seconds is None:
             return line + "; time not calibrated (`groksweep plan SPEC` measures it)"
-        return line + f"; estimated {duration(self.seconds)} on this machine"
+        return line + f"; estimated {duration(self.seconds)} on this machine" + (
+            " for round 0" if sweep.refine else ""
+        )
 
     def report(self) -> str:
         """The plan bucket by bucket, how its time was estimated, and advice if it is slow."""
@@ -263,8 +269,9 @@ def estimate(
     buckets = []
     for chunking in plan.buckets:
         bucket, groups, block = chunking
+        n_kept = len(sweep.saved_points())
         sizes = trainer.state_bytes(
-            sweep.task_def, bucket, n_times, len(sweep.eps), sweep.measures
+            sweep.task_def, bucket, n_times, len(sweep.eps), sweep.measures, n_kept
         )
         _, families, slots = bucket.run_index.shape
         buckets.append(
@@ -293,7 +300,8 @@ def _calibrate(
     available = len(sweep.times()) - 1
 
     def run(points: int, steps: int) -> float:
-        short = dataclasses.replace(sweep, steps=steps, log_points=points)
+        # Kept models would need a directory; keeping them costs a copy per log point.
+        short = dataclasses.replace(sweep, steps=steps, log_points=points, save_models=())
         cut = dataclasses.replace(
             plan, sweep=short, buckets=[engine.Chunking(first, groups, block)]
         )

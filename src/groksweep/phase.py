@@ -10,25 +10,48 @@ diverged is flagged ``diverged`` instead, and is not counted as censored (no gro
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import xarray as xr
 
 ROLES = ("train", "test")
+REFINED = ("computed", "refine_round")
+"""The variables of a refined grid (:mod:`groksweep.refine`): which points were computed, and in
+which round; phase maps carry them, and a point not computed is neither grokking nor censored."""
 
 
 def grokking_time(
-    ds: xr.Dataset, level: float = 0.95, *, on: str = "accuracy", loss_level: float = 1e-2
+    ds: xr.Dataset, level: float | None = None, *, on: str = "accuracy", loss_level: float = 1e-2
 ) -> xr.Dataset:
     """First times train and test reach a level, with ``delta_t`` and censoring flags.
 
     ``on="accuracy"``: the first time ``train_acc``/``test_acc`` reach ``level``; dims
     ``(*axes, "eps")``. ``on="loss"``: the first time ``train_loss``/``test_loss`` fall to
     ``loss_level`` times their value at step 0; dims ``(*axes,)``.
+
+    Where the sweep solved its crossings (``crossings = "solve"``, :mod:`groksweep.crossings`)
+    at this ``level``, the times are the solved ones; otherwise they are interpolated between
+    log points. ``level`` defaults to the solved level, or 0.95. Each time's ``crossing``
+    attribute, and the dataset's, say which method produced it: ``"solved"`` or
+    ``"interpolated"``.
     """
+    solved_level = ds["t_train_solved"].attrs["level"] if "t_train_solved" in ds else None
+    if level is None:
+        level = 0.95 if solved_level is None or on != "accuracy" else solved_level
+    method = "interpolated"
     if on == "accuracy":
         if not 0 < level < 1:
             raise ValueError(f"level must be in (0, 1), got {level!r}")
         series = {role: ds[f"{role}_acc"] for role in ROLES}
+        if solved_level is not None and float(level) == float(solved_level):
+            method = "solved"
+        elif solved_level is not None:
+            warnings.warn(
+                f"crossings were solved at level {solved_level:g}; level {level:g} is "
+                "interpolated between log points",
+                stacklevel=2,
+            )
         attrs = {"on": on, "level": level}
     elif on == "loss":
         if not loss_level > 0:
@@ -43,19 +66,26 @@ def grokking_time(
     diverged = (
         ds["diverged"] if "diverged" in ds else xr.zeros_like(ds["train_loss"].isel(time=0), bool)
     )
+    computed = ds["computed"] if "computed" in ds else True
+    out.attrs["crossing"] = method
     for role, values in series.items():
-        t = xr.apply_ufunc(
-            first_crossing,
-            values,
-            ds["time"],
-            kwargs={"level": level},
-            input_core_dims=[["time"], ["time"]],
-        )
+        if method == "solved":
+            t = ds[f"t_{role}_solved"].copy()
+            t.attrs = {"crossing": method, "rtol": ds[f"t_{role}_solved"].attrs["rtol"]}
+        else:
+            t = xr.apply_ufunc(
+                first_crossing,
+                values,
+                ds["time"],
+                kwargs={"level": level},
+                input_core_dims=[["time"], ["time"]],
+            )
+            t.attrs = {"crossing": method}
         out[f"t_{role}"] = t
-        out[f"{role}_censored"] = t.isnull() & ~diverged
+        out[f"{role}_censored"] = t.isnull() & ~diverged & computed
     out["delta_t"] = out["t_test"] - out["t_train"]
     out["diverged"] = diverged
-    return out
+    return out.assign({name: ds[name] for name in REFINED if name in ds})
 
 
 def stage_times(ds: xr.Dataset, level: float = 1e-3) -> xr.Dataset:
@@ -128,7 +158,8 @@ def reduce_seeds(phase: xr.Dataset, dim: str = "seed") -> xr.Dataset:
 
     Censored times are right-censored (later than the last step), so they enter the order
     statistics as +infinity: a median is reported only when fewer than half the seeds are
-    censored; otherwise it is NaN, like a censored run.
+    censored; otherwise it is NaN, like a censored run. On a refined grid every statistic is NaN
+    at the points not computed, and ``computed`` and ``refine_round`` are kept.
     """
     if dim not in phase.dims:
         raise ValueError(f"no {dim!r} dimension to reduce over")
@@ -144,4 +175,6 @@ def reduce_seeds(phase: xr.Dataset, dim: str = "seed") -> xr.Dataset:
         out[f"{role}_censored_fraction"] = phase[f"{role}_censored"].mean(dim)
     if "diverged" in phase:  # phase files written before divergence was tracked lack it
         out["diverged_fraction"] = phase["diverged"].mean(dim)
-    return out
+    if "computed" in phase:
+        out = out.where(phase["computed"])
+    return out.assign({name: phase[name] for name in REFINED if name in phase})

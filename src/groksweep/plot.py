@@ -166,7 +166,9 @@ def phase_diagram(
     train accuracy never reached the level, white hatched where only the test accuracy never
     did, dark grey dotted where the runs diverged; without censoring flags (a theory's map) they
     are white. ``diverged`` (a boolean over the grid) marks instead every cell where any seed
-    diverged.
+    diverged. On a refined grid (a ``computed`` variable, :mod:`groksweep.refine`) a cell not
+    computed shows the computed point nearest it, so each region appears at the resolution it
+    was computed at, and the computed points are dotted.
 
     ``theory``: True draws the exact theory's Δt as labelled black contours where the sweep that
     wrote ``phase`` has one (the linear task), evaluated on a dense grid between the grid
@@ -186,7 +188,8 @@ def phase_diagram(
         xe, xp = _edges(ax, "x", x, data[x].values)
         ye, yp = _edges(ax, "y", y, data[y].values)
         colormap = colormaps[cmap].with_extremes(bad="white")
-        values = np.ma.masked_invalid(data.values)
+        computed = _computed(phase, data, chosen)
+        values = np.ma.masked_invalid(_fill(data.values, computed))
         norm = norm or _norm(data.values)
         mesh = ax.pcolormesh(xe, ye, values, cmap=colormap, norm=norm)
         fig.colorbar(mesh, ax=ax, label=f"{TIMES[var]} (steps)")
@@ -196,7 +199,14 @@ def phase_diagram(
             classes = {k: v & ~forced for k, v in classes.items()} | {"diverged": forced}
         else:
             classes = _never_classes(phase, data, chosen)
+        classes = {k: _fill(v, computed) for k, v in classes.items()}
         handles = _draw_never(ax, xe, ye, classes, _level(phase))
+        if computed is not None:
+            rows, cols = np.nonzero(computed)
+            ax.plot(xp[cols], yp[rows], ".", color="k", ms=1.5, alpha=0.5)
+            handles.append(
+                Line2D([], [], ls="", marker=".", color="k", label="computed (refined grid)")
+            )
         if theory is not False and var == "delta_t":
             drawn = _theory_contours(ax, phase, theory, data, chosen, norm)
             if drawn:
@@ -797,6 +807,26 @@ def _diverged_mask(diverged: xr.DataArray, data: xr.DataArray, chosen: Mapping) 
     diverged = diverged.sel(selection)
     diverged = _only(diverged.broadcast_like(data), data.dims)
     return diverged.reindex_like(data, fill_value=False).values.astype(bool)
+
+
+def _computed(phase: xr.Dataset, data: xr.DataArray, chosen: Mapping) -> np.ndarray | None:
+    """The ``computed`` mask of a refined grid (:mod:`groksweep.refine`) aligned to the cells
+    of ``data``; None for a plain grid."""
+    if "computed" not in phase:
+        return None
+    computed = phase["computed"]
+    computed = computed.sel({k: v for k, v in chosen.items() if k in computed.dims})
+    return _only(_sorted(computed), data.dims).values.astype(bool)
+
+
+def _fill(values: np.ndarray, computed: np.ndarray | None) -> np.ndarray:
+    """On a refined grid, every cell not computed drawn as the computed point nearest it, so
+    each region shows at the resolution it was computed at."""
+    if computed is None:
+        return values
+    from groksweep.refine import fill_from_computed
+
+    return fill_from_computed(values, computed)
 
 
 def _never_classes(phase: xr.Dataset, data: xr.DataArray, chosen: Mapping) -> dict[str, np.ndarray]:

@@ -80,13 +80,24 @@ def to_dataset(
     sweep: Sweep, outputs: dict[str, np.ndarray], times: np.ndarray, diverged_at: np.ndarray
 ) -> xr.Dataset:
     """Label ``outputs`` (metric -> (runs, time, *extra), grid order) as a Dataset, with the
-    per-run ``diverged`` flag and ``diverged_at`` step (-1 where the run did not diverge)."""
+    per-run ``diverged`` flag and ``diverged_at`` step (-1 where the run did not diverge).
+    A sweep that solves its crossings also has ``t_train_solved`` and ``t_test_solved`` (runs,
+    *extra of the accuracy), whose attributes give the level and tolerance solved to."""
     axes = list(sweep.axes)
     sizes = {"eps": len(sweep.eps)}
     data_vars = {}
     for name, extra in sweep.metrics.items():
         value = outputs[name].reshape(*sweep.shape, len(times), *(sizes[d] for d in extra))
         data_vars[name] = (axes + ["time", *extra], value)
+    if sweep.crossings != "interpolate":
+        for role in ("train", "test"):
+            extra = sweep.metrics[f"{role}_acc"]
+            value = outputs[f"t_{role}_solved"].reshape(*sweep.shape, *(sizes[d] for d in extra))
+            description = f"first step {role} accuracy reaches the level, solved exactly"
+            attrs = {"description": description} | {
+                k: v for k, v in sweep.crossings.items() if k != "method"
+            }
+            data_vars[f"t_{role}_solved"] = (axes + list(extra), value, attrs)
     diverged_at = diverged_at.reshape(sweep.shape)
     data_vars["diverged"] = (axes, diverged_at >= 0)
     data_vars["diverged_at"] = (

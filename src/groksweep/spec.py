@@ -22,6 +22,7 @@ compiled. The same fields are used in Python and in TOML::
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import tomllib
 import warnings
@@ -48,7 +49,10 @@ from groksweep.params import (
 )
 from groksweep.tasks import Task, get_task, register_task
 
-FIELDS = ("task", "steps", "log_points", "eps", "measures", "params", "axes")
+FIELDS = (
+    "task", "steps", "log_points", "eps", "measures", "params", "axes", "refine", "save_models",
+    "crossings",
+)
 
 MAX_SPEC_BYTES = 2**20
 """A spec file larger than this is refused before it is parsed."""
@@ -75,6 +79,19 @@ class Sweep:
     eps: Sequence[float] | None = None
     """Accuracy thresholds (default ``(1e-3,)``); empty for a task that records none."""
     measures: Sequence[str] = ()
+    refine: Mapping[str, Any] | None = None
+    """Adaptive refinement of a two-axis map (:mod:`groksweep.refine`): a table of ``rounds``,
+    ``on`` ("boundary" or "delta_t"), ``factor`` and ``level``; None: the plain grid."""
+    save_models: str | Sequence[int] | bool = ()
+    """The log points whose models are kept (:mod:`groksweep.saved_models`): ``"log"``, every
+    one; a list of steps, the log point nearest each (the earlier of two as near); false or
+    empty, none. Normalised to ``"log"`` or a tuple of steps."""
+
+    crossings: str | Mapping[str, Any] = "interpolate"
+    """How grokking times are found: ``"interpolate"``, between log points
+    (:func:`groksweep.grokking_time`); ``"solve"``, exactly on the spectral path
+    (:mod:`groksweep.crossings`), or a table ``{method = "solve", level, rtol}`` (defaults 0.95
+    and 1e-3). Normalised to ``"interpolate"`` or the full table."""
 
     def __post_init__(self) -> None:
         task = get_task(self.task)
@@ -98,13 +115,24 @@ class Sweep:
         object.__setattr__(self, "steps", STEPS.validate("steps", self.steps))
         object.__setattr__(self, "log_points", LOG_POINTS.validate("log_points", self.log_points))
         object.__setattr__(self, "measures", check_measures(task, self.measures))
+        object.__setattr__(self, "refine", _check_refine(self.refine, axes, declared))
         object.__setattr__(self, "eps", _check_eps(task, self.measures, self.eps))
+        object.__setattr__(self, "save_models", _check_save_models(self.save_models, self.steps))
         if self.n_runs > MAX_RUNS:
             raise SpecError(
                 f"the grid holds {self.n_runs:,} runs, over the {MAX_RUNS:,} one sweep may hold; "
                 "split it into several sweeps"
             )
-        self.runs()  # resolve every run now, so cross-parameter errors surface before compiling
+        object.__setattr__(self, "crossings", _check_crossings(self.crossings))
+        runs = self.runs()  # resolve every run now: cross-parameter errors surface before compiling
+        if self.crossings != "interpolate":
+            stepped = next((run for run in runs if run["method"] != "spectral"), None)
+            if stepped is not None:
+                raise SpecError(
+                    'crossings = "solve" needs the spectral method (a task with an exact jump, '
+                    f"optimizer gd, no gradient filter); {task.name} here takes method "
+                    f"{stepped['method']}"
+                )
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -151,6 +179,9 @@ class Sweep:
             "log_points": self.log_points,
             **({"eps": list(self.eps)} if self.eps else {}),
             "measures": list(self.measures),
+            **({"refine": dict(self.refine)} if self.refine else {}),
+            **({"save_models": _toml_list(self.save_models)} if self.save_models else {}),
+            **({"crossings": dict(self.crossings)} if self.crossings != "interpolate" else {}),
             "params": dict(self.params),
             "axes": {name: list(values) for name, values in self.axes.items()},
         }
@@ -192,6 +223,15 @@ class Sweep:
     def times(self) -> np.ndarray:
         """Evaluation steps: 0, then log-spaced distinct integers ending at ``steps``."""
         return log_schedule(self.steps, self.log_points)
+
+    def saved_points(self) -> np.ndarray:
+        """Indices into :meth:`times` of the log points whose models are kept (``save_models``),
+        increasing: every one for ``"log"``, else the nearest to each step listed."""
+        times = self.times()
+        if self.save_models == "log":
+            return np.arange(len(times))
+        nearest = [int(np.argmin(np.abs(times - step))) for step in self.save_models]
+        return np.unique(np.asarray(nearest, np.int64))
 
 
 def override(spec: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -367,3 +407,116 @@ def _check_eps(task: Task, measures: Sequence[str], eps: Any) -> tuple[float, ..
 
 
 MAX_EPS = 1000
+
+
+def _check_save_models(value: Any, steps: int) -> str | tuple[int, ...]:
+    """``"log"``, or the distinct steps listed, increasing (none: empty); a one-line SpecError
+    for anything else or a step outside [0, steps]."""
+    if value is None or value is False:
+        return ()
+    if isinstance(value, str) and value == "log":
+        return value
+    if isinstance(value, (str, bool)):
+        raise SpecError(f'save_models must be "log", a list of steps or false, got {value!r:.60}')
+    listed = _as_list(value, "save_models")
+    if len(listed) > MAX_LOG_POINTS:
+        raise SpecError(f"save_models lists {len(listed):,} steps, over {MAX_LOG_POINTS:,}")
+    checked = {Param(int, 0, "static", "").validate("save_models", s) for s in listed}
+    outside = [s for s in sorted(checked) if not 0 <= s <= steps]
+    if outside:
+        raise SpecError(f"save_models: step {outside[0]:,} is outside [0, {steps:,}] (steps)")
+    return tuple(sorted(checked))
+
+
+def _toml_list(value: str | tuple) -> str | list:
+    return value if isinstance(value, str) else list(value)
+
+CROSSINGS = ("interpolate", "solve")
+CROSSING_DEFAULTS = {"level": 0.95, "rtol": 1e-3}
+
+
+def _check_crossings(value: Any) -> str | dict[str, Any]:
+    """``"interpolate"``, or the table of a solved crossing with its defaults filled in."""
+    if isinstance(value, Mapping):
+        table = dict(value)
+    elif isinstance(value, str):
+        table = {"method": value}
+    else:
+        raise SpecError(f'crossings must be "interpolate", "solve" or a table, got {value!r:.60}')
+    for key in table:
+        if key not in ("method", *CROSSING_DEFAULTS):
+            raise unknown_name_error("crossings option", key, ["method", *CROSSING_DEFAULTS])
+    method = Param(str, "", "static", "", choices=CROSSINGS).validate(
+        "crossings.method", table.get("method", "solve")
+    )
+    if method == "interpolate":
+        if len(table) > 1:
+            raise SpecError('crossings: level and rtol are options of method "solve"')
+        return method
+    table = CROSSING_DEFAULTS | table
+    return {
+        "method": method,
+        "level": Param(float, 0.0, "static", "", gt=0, lt=1).validate(
+            "crossings.level", table["level"]
+        ),
+        "rtol": Param(float, 0.0, "static", "", gt=0, le=0.1).validate(
+            "crossings.rtol", table["rtol"]
+        ),
+    }
+
+
+MAX_REFINE_ROUNDS = 8
+"""The most refinement rounds: each halves the cells, so 8 rounds split a cell 256 ways."""
+REFINE_ON = ("boundary", "delta_t")
+REFINE_DEFAULTS = {"on": "boundary", "factor": 2.0, "level": 0.95}
+REFINE_KEYS = ("rounds", *REFINE_DEFAULTS)
+
+
+def _check_refine(
+    refine: Any, axes: dict[str, list[Any]], declared: dict[str, Param]
+) -> dict[str, Any] | None:
+    """The refinement table with its defaults filled in, or None; a one-line SpecError unless
+    the sweep has exactly two non-seed axes of two or more increasing real values."""
+    if refine is None:
+        return None
+    if not isinstance(refine, Mapping):
+        raise SpecError(f"refine must be a table (rounds, on, factor, level), got {refine!r:.60}")
+    for key in refine:
+        if key not in REFINE_KEYS:
+            raise unknown_name_error("refine option", key, list(REFINE_KEYS))
+    if "rounds" not in refine:
+        raise SpecError("refine needs rounds, the number of refinement rounds")
+    table = REFINE_DEFAULTS | dict(refine)
+    checked = {
+        "rounds": Param(int, 0, "static", "", ge=1, le=MAX_REFINE_ROUNDS).validate(
+            "refine.rounds", table["rounds"]
+        ),
+        "on": Param(str, "", "static", "", choices=REFINE_ON).validate("refine.on", table["on"]),
+        "factor": Param(float, 0.0, "static", "", gt=1).validate("refine.factor", table["factor"]),
+        "level": Param(float, 0.0, "static", "", gt=0, lt=1).validate(
+            "refine.level", table["level"]
+        ),
+    }
+    grid = [name for name in axes if name != "seed"]
+    if len(grid) != 2:
+        raise SpecError(
+            f"refine needs exactly two axes besides seed, the map it refines; got {len(grid)}"
+            + (f" ({', '.join(grid)})" if grid else "")
+        )
+    for name in grid:
+        values = axes[name]
+        if declared[name].type is not float:
+            kind = declared[name].type.__name__
+            raise SpecError(f"refine needs real-valued axes; {name} is {kind}")
+        if len(values) < 2 or any(b <= a for a, b in zip(values, values[1:])):
+            raise SpecError(f"refine needs axis {name} to hold two or more increasing values")
+    fine_runs = math.prod(
+        (len(values) - 1) * 2 ** checked["rounds"] + 1 if name in grid else len(values)
+        for name, values in axes.items()
+    )
+    if fine_runs > MAX_RUNS:
+        raise SpecError(
+            f"refine's finest grid holds {fine_runs:,} runs, over the {MAX_RUNS:,} one sweep may "
+            "hold; use fewer rounds or fewer coarse values"
+        )
+    return checked

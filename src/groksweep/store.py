@@ -45,11 +45,7 @@ class ChunkStore:
         self.task_identity = task_identity
 
     def key(self, shape: tuple, run_index: np.ndarray, valid: np.ndarray) -> str:
-        digest = hashlib.sha256(self.spec_text.encode())
-        digest.update(f"\0{self.task_identity}\0{code_identity()}\0{shape!r}".encode())
-        digest.update(np.ascontiguousarray(run_index).tobytes())
-        digest.update(np.ascontiguousarray(valid).tobytes())
-        return digest.hexdigest()[:24]
+        return chunk_key(self.spec_text, self.task_identity, shape, run_index, valid)
 
     def load(
         self,
@@ -133,6 +129,18 @@ class ChunkStore:
 
     def count(self) -> int:
         return len(self.files())
+
+
+def chunk_key(
+    spec_text: str, task_identity: str, shape: tuple, run_index: np.ndarray, valid: np.ndarray
+) -> str:
+    """A chunk's key: a hash of the spec, the task's identity, groksweep's code, the bucket's
+    shape and the chunk's runs (also the name of its models file, :mod:`groksweep.saved_models`)."""
+    digest = hashlib.sha256(spec_text.encode())
+    digest.update(f"\0{task_identity}\0{code_identity()}\0{shape!r}".encode())
+    digest.update(np.ascontiguousarray(run_index).tobytes())
+    digest.update(np.ascontiguousarray(valid).tobytes())
+    return digest.hexdigest()[:24]
 
 
 def _problem(

@@ -17,7 +17,8 @@ A bucket's random draws are one small program, ``jit(vmap(task.sample))`` of the
                 state = per_run(advance towards the next log point)  # fori_loop of steps
                 on reaching a block's last log point: metrics of the block, as above
 
-The carried state between calls holds the metrics and finiteness of every log point; on the
+The carried state between calls holds the metrics and finiteness of every log point, and the
+models of the log points a sweep keeps (``save_models``, written as each is reached); on the
 host, the first non-finite log point of a run becomes its ``diverged_at``. See
 :class:`ChunkTraining` for why a segment's length never recompiles nor changes a bit.
 
@@ -57,6 +58,7 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from groksweep import crossings
 from groksweep.measures import compute, needs_initial_model
 from groksweep.optim import make_optimizer
 from groksweep.params import MAX_STEPS
@@ -129,10 +131,14 @@ class ChunkTraining:
         eps: np.ndarray,
         measures: tuple[str, ...] = (),
         block: int = 1,
+        keep: np.ndarray | None = None,
     ):
         shape = dict(bucket.shape)
+        self._task, self._shape_items = task, bucket.shape
         self._dtype = _float_dtype(shape)
         self._times = np.asarray(times, np.int64)
+        self.kept_points = np.zeros(0, np.int64) if keep is None else np.asarray(keep, np.int64)
+        """indices into ``times`` of the log points whose models are kept (:meth:`kept_models`)"""
         _check_steps(self._times, shape["method"])
         # After time 0, blocks of log points; the last is filled up by repeating the final
         # step, evaluated and dropped.
@@ -175,8 +181,9 @@ class ChunkTraining:
             step_type = jnp.int32 if shape["method"] == "step" else self._dtype
             self._targets = jnp.asarray(targets.reshape(blocks, block), step_type)
             self._eps = jnp.asarray(eps, self._dtype)
+            self._kept = jnp.asarray(self.kept_points, jnp.int32)
         program = _program(task, bucket.shape, tuple(measures))
-        args = (self._draws, self._hparams, self._targets, self._eps)
+        args = (self._draws, self._hparams, self._targets, self._eps, self._kept)
         (self._start, self._segment), self.compile_seconds = self._wait(program.compile, *args)
         # The family's shared data stays on the devices for the chunk's segments.
         self._carry, self._shared = self._wait(self._start, *args)
@@ -200,7 +207,7 @@ class ChunkTraining:
         they took."""
         stop = min(self.done + n_units, self.units)
         first, last, piece = np.int32(self.done), np.int32(stop), np.int32(self.piece)
-        args = (self._draws, self._shared, self._carry, self._targets, self._eps)
+        args = (self._draws, self._shared, self._carry, self._targets, self._eps, self._kept)
         self._carry = self._wait(self._segment, *args, first, last, piece)
         steps = int(self.unit_steps[self.done : stop].sum())
         self.done = stop
@@ -271,6 +278,43 @@ class ChunkTraining:
         diverged_at = np.where(first < n_times, self._times[np.minimum(first, n_times - 1)], -1)
         return metrics | {"diverged_at": diverged_at.astype(np.int64)}
 
+    def solve_crossings(self, level: float, rtol: float) -> dict[str, np.ndarray]:
+        """The exact first crossings of ``level`` by each run's train and test accuracies
+        (:mod:`groksweep.crossings`), bracketed by the finished chunk's log points:
+        ``t_train_solved`` and ``t_test_solved`` as (groups, families, slots, thresholds...)
+        steps, NaN where never reached, and ``solve_iterations``, the bisection iterations the
+        chunk took. The method must be ``spectral``: its state keeps the initial model."""
+        metrics = self.result()
+        found = {}
+        for role in crossings.ROLES:
+            accuracy = metrics[f"{role}_acc"]
+            if accuracy.ndim == 4:  # no thresholds: one
+                accuracy = accuracy[..., None]
+            found[role] = crossings.brackets(accuracy, self._times, level)
+        lo, hi, start = (np.stack([found[r][i] for r in crossings.ROLES], 3) for i in range(3))
+        # (groups, families, slots, lo/hi, roles, thresholds): a run's state holds its brackets.
+        bracket = np.stack([lo, hi], 3).astype(self._dtype)
+        with self._context():
+            bracket = jax.device_put(bracket, NamedSharding(_mesh(), PartitionSpec("groups")))
+        state = self._carry["state"] | {"bracket": bracket}
+        solver = _solver(self._task, self._shape_items)
+        level, rtol = np.asarray(level, self._dtype), np.asarray(rtol, self._dtype)
+        solved, iterations = self._wait(
+            solver, self._draws, self._shared, state, self._eps, level, rtol
+        )
+        times = np.where(lo < hi, np.asarray(solved, np.float64), start)
+        shape = metrics["train_acc"].shape[:3] + metrics["train_acc"].shape[4:]
+        return {
+            f"t_{role}_solved": times[:, :, :, r].reshape(shape)
+            for r, role in enumerate(crossings.ROLES)
+        } | {"solve_iterations": int(np.max(iterations))}
+
+    def kept_models(self) -> Any:
+        """The models of the kept log points (``keep``), on the host: the pytree of a run's
+        model whose leaves are (groups, families, slots, kept points, ...); the chunk must be
+        finished."""
+        return jax.device_get(self._carry["kept"])
+
 
 def _check_steps(times: np.ndarray, method: str) -> None:
     """Refuse evaluation steps the method's program cannot receive exactly; the spec refuses
@@ -322,11 +366,17 @@ class StateBytes(NamedTuple):
 
 
 def state_bytes(
-    task: Task, bucket: Bucket, n_times: int, n_eps: int, measures: tuple[str, ...] = ()
+    task: Task,
+    bucket: Bucket,
+    n_times: int,
+    n_eps: int,
+    measures: tuple[str, ...] = (),
+    n_kept: int = 0,
 ) -> StateBytes:
-    """The bytes of :class:`StateBytes` for ``bucket``; nothing is compiled."""
+    """The bytes of :class:`StateBytes` for ``bucket``, whose runs keep the models of ``n_kept``
+    log points; nothing is compiled."""
     hparam_names = tuple(bucket.hparams)
-    return _state_bytes(task, bucket.shape, hparam_names, n_times, n_eps, tuple(measures))
+    return _state_bytes(task, bucket.shape, hparam_names, n_times, n_eps, tuple(measures), n_kept)
 
 
 def _cached_by_identity(build: Callable) -> Callable:
@@ -354,6 +404,7 @@ def _state_bytes(
     n_times: int,
     n_eps: int,
     measures: tuple[str, ...],
+    n_kept: int,
 ) -> StateBytes:
     """:func:`state_bytes`, cached by shape: tracing the shapes costs tens of milliseconds, as
     much as a whole short spectral sweep."""
@@ -361,21 +412,40 @@ def _state_bytes(
     task = task.bind(shape)
     dtype = _float_dtype(shape)
     with jax.enable_x64(dtype == jnp.float64):
-        hp = {
-            n: jax.ShapeDtypeStruct((), jnp.int32 if _is_int(task, n) else dtype)
-            for n in hparam_names
-        }
-        draws = jax.eval_shape(lambda: task.sample(jax.random.key(0), shape, dtype))
-        shared = jax.eval_shape(lambda d, h: task.share(d, h, shape), draws, hp)
-        setup = functools.partial(_setup, task, shape, measures)
-        state = jax.eval_shape(setup, merge_data(task, draws, shared), hp)
+        draws, shared, state = _run_shapes(task, shape, hparam_names, measures)
         eps = jax.ShapeDtypeStruct((n_eps,), dtype)
         evaluation, metrics = jax.make_jaxpr(
             functools.partial(_evaluate, task, measures), return_shape=True
         )(merge_data(task, draws, shared), state, eps)
-    # Two copies of the state live across a step (old and new); metrics stack over time.
-    per_run = 2 * _bytes(state) + n_times * _bytes(metrics)
+    # Two copies of the state live across a step (old and new); metrics stack over time, and
+    # so do the kept models.
+    per_run = 2 * _bytes(state) + n_times * _bytes(metrics) + n_kept * _bytes(state["model"])
     return StateBytes(_bytes(draws), _bytes(shared), per_run, _jaxpr_bytes(evaluation.jaxpr))
+
+
+@_cached_by_identity
+def model_shapes(
+    task: Task, shape_items: tuple[tuple[str, Any], ...], hparam_names: tuple[str, ...]
+) -> Any:
+    """The shapes and dtypes of one run's model (``jax.ShapeDtypeStruct`` leaves) in a bucket
+    of this shape and these hyperparameters: the pytree the carry holds and saved models
+    rebuild (:mod:`groksweep.saved_models`); nothing is computed."""
+    shape = dict(shape_items)
+    with jax.enable_x64(_float_dtype(shape) == jnp.float64):
+        return _run_shapes(task.bind(shape), shape, hparam_names, ())[2]["model"]
+
+
+def _run_shapes(task: Task, shape: dict, hparam_names: tuple[str, ...], measures) -> tuple:
+    """The shapes of a run's draws, family data and state, for ``task`` bound to ``shape``."""
+    dtype = _float_dtype(shape)
+    hp = {
+        n: jax.ShapeDtypeStruct((), jnp.int32 if _is_int(task, n) else dtype)
+        for n in hparam_names
+    }
+    draws = jax.eval_shape(lambda: task.sample(jax.random.key(0), shape, dtype))
+    shared = jax.eval_shape(lambda d, h: task.share(d, h, shape), draws, hp)
+    setup = functools.partial(_setup, task, shape, measures)
+    return draws, shared, jax.eval_shape(setup, merge_data(task, draws, shared), hp)
 
 
 def _bytes(tree: Any) -> int:
@@ -462,6 +532,18 @@ def _sampler(task: Task, shape_items: tuple[tuple[str, Any], ...]) -> Callable:
 
 
 @_cached_by_identity
+def _solver(task: Task, shape_items: tuple[tuple[str, Any], ...]) -> Callable:
+    """The compiled crossing solver of a bucket (:meth:`ChunkTraining.solve_crossings`)."""
+    task = task.bind(dict(shape_items))
+
+    def solve(data, state, eps, level, rtol):
+        data = merge_data(task, data, state["run"])
+        return crossings.solve_run(task, data, state, eps, level, rtol)
+
+    return jax.jit(_per_run(task, solve))
+
+
+@_cached_by_identity
 def _program(
     task: Task, shape_items: tuple[tuple[str, Any], ...], measures: tuple[str, ...]
 ) -> _BucketProgram:
@@ -470,16 +552,18 @@ def _program(
 
 class _BucketProgram:
     """The compiled programs of a bucket, by chunk shape: ``start(draws, hparams, targets,
-    eps)`` computes the families' shared data, sets every run up and evaluates time 0;
-    ``segment(draws, shared, carry, targets, eps, first, stop, piece)`` advances the carried
-    state over units ``first`` to ``stop`` (traced; see :class:`ChunkTraining`).
+    eps, kept)`` computes the families' shared data, sets every run up and evaluates time 0;
+    ``segment(draws, shared, carry, targets, eps, kept, first, stop, piece)`` advances the
+    carried state over units ``first`` to ``stop`` (traced; see :class:`ChunkTraining`).
 
     The carry holds the runs' state and, group first like every array of the chunk, the metrics
     and finiteness of every log point: (groups, families, slots, time, ...), written block by
     block; when stepping, also the next log point, the step reached and the models of the
     block's log points reached so far. ``targets`` are the log points after time 0 as (blocks,
     block): int32 steps for the method "step", counts in the float dtype for "spectral" (see
-    the module docstring)."""
+    the module docstring). ``kept`` (int32) are the indices of the log points whose models the
+    carry keeps, as (groups, families, slots, kept, ...) under ``"kept"``, each written when
+    its log point is reached; without any, the carry has no ``"kept"``."""
 
     def __init__(
         self, task: Task, shape_items: tuple[tuple[str, Any], ...], measures: tuple[str, ...]
@@ -532,7 +616,21 @@ class _BucketProgram:
             )
             return jax.tree.map(write, history, {"metrics": metrics, "finite": finite})
 
-        def start(draws, hparams, targets, eps):
+        def keep_models(carry, models, kept, first_point):
+            """Write the models of log points ``first_point`` on (a leading axis) into their
+            kept slots; the others, and every point before 0, go nowhere (a scatter that drops
+            out-of-range slots)."""
+            if "kept" not in carry:
+                return carry
+            points = first_point + jnp.arange(jax.tree.leaves(models)[0].shape[0])
+            match = points[:, None] == kept[None, :]
+            slots = jnp.where(match.any(axis=1), match.argmax(axis=1), kept.size)
+            write = lambda old, new: old.at[:, :, :, slots].set(  # noqa: E731
+                jnp.moveaxis(new, 0, 3), mode="drop"
+            )
+            return carry | {"kept": jax.tree.map(write, carry["kept"], models)}
+
+        def start(draws, hparams, targets, eps, kept):
             shared = share(draws, hparams)
             state = _per_run(task, functools.partial(_setup, task, shape, measures))(
                 draws, shared, hparams
@@ -547,6 +645,13 @@ class _BucketProgram:
                 {"metrics": metrics, "finite": finite},
             )
             carry = {"state": state, "history": history}
+            if kept.size:
+                carry["kept"] = jax.tree.map(
+                    lambda a: jnp.zeros((*a.shape[:3], kept.size, *a.shape[3:]), a.dtype),
+                    state["model"],
+                )
+                initial = jax.tree.map(lambda a: a[None], state["model"])
+                carry = keep_models(carry, initial, kept, 0)
             if spectral:
                 return carry, shared
             block = targets.shape[1]
@@ -554,7 +659,7 @@ class _BucketProgram:
             position = {"point": jnp.int32(0), "step": jnp.zeros((), targets.dtype)}
             return carry | {"pending": pending} | position, shared
 
-        def segment(draws, shared, carry, targets, eps, first, stop, piece):
+        def segment(draws, shared, carry, targets, eps, kept, first, stop, piece):
             block = targets.shape[1]
 
             def jump_block(index, carry):
@@ -566,7 +671,7 @@ class _BucketProgram:
                 )
                 at = 1 + index * block
                 history = record(draws, shared, state, models, eps, carry["history"], at)
-                return carry | {"history": history}
+                return keep_models(carry, models, kept, at) | {"history": history}
 
             def step_piece(_, carry):
                 """At most ``piece`` steps towards the next log point; on reaching it, keep its
@@ -589,7 +694,10 @@ class _BucketProgram:
                     lambda h: h,
                     carry["history"],
                 )
-                return {
+                # Log point point + 1 (0 is the start) is kept on reaching it, no point otherwise.
+                reached_point = jnp.where(reached, point + 1, -1)
+                model = jax.tree.map(lambda a: a[None], state["model"])
+                return keep_models(carry, model, kept, reached_point) | {
                     "state": state,
                     "history": history,
                     "pending": pending,
@@ -602,11 +710,11 @@ class _BucketProgram:
         self._start = jax.jit(start)
         self._segment = jax.jit(segment, donate_argnames="carry")
 
-    def compile(self, draws, hparams, targets, eps) -> tuple[tuple[Any, Any], float]:
+    def compile(self, draws, hparams, targets, eps, kept) -> tuple[tuple[Any, Any], float]:
         """The pair of compiled programs for these arguments' shapes, and the seconds spent
         compiling them now (0 when compiled before in this process; loading them from JAX's
         persistent compilation cache counts, and takes less)."""
-        args = (draws, hparams, targets, eps)
+        args = (draws, hparams, targets, eps, kept)
         signature = (
             jax.tree.structure(args),
             tuple((a.shape, a.dtype, a.sharding) for a in jax.tree.leaves(args)),
@@ -618,7 +726,7 @@ class _BucketProgram:
         index = jax.ShapeDtypeStruct((), jnp.int32)
         carry, shared = start.out_info
         segment = self._segment.lower(
-            draws, shared, carry, targets, eps, index, index, index
+            draws, shared, carry, targets, eps, kept, index, index, index
         ).compile()
         self.compiled[signature] = (start, segment)
         return (start, segment), time.perf_counter() - began

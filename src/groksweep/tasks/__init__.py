@@ -10,6 +10,7 @@ from __future__ import annotations
 from groksweep.errors import SpecError
 from groksweep.tasks.base import Task
 from groksweep.tasks.committee import Committee
+from groksweep.tasks.digits import Digits
 from groksweep.tasks.linear import Linear
 from groksweep.tasks.mlp import MLPTeacherStudent
 from groksweep.tasks.modular_mlp import ModularMLP
@@ -18,7 +19,7 @@ from groksweep.tasks.transformer import Transformer
 
 BUILT_IN: dict[str, Task] = {
     task.name: task
-    for task in (Linear(), MLPTeacherStudent(), ModularMLP(), Committee(), Transformer())
+    for task in (Linear(), MLPTeacherStudent(), ModularMLP(), Committee(), Transformer(), Digits())
 }
 TASKS: dict[str, Task] = dict(BUILT_IN)
 """Every task registered in this process, by name."""

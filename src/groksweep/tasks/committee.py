@@ -109,14 +109,17 @@ from typing import Any, ClassVar
 import jax.numpy as jnp
 from jax import Array, random
 
-from groksweep.params import Param
+from groksweep.params import Param, SpecError
 from groksweep.tasks.base import REGRESSION_METRICS, Shape, Task, indexed_normal, sample_metrics
 
 DECOMPOSITION = ("variance_error", "misalignment_error", "linear_power")
 """The three terms of eq. 6, in the paper's order."""
+LABELS = ("quadratic", "eigenvector")
 
 
 class Committee(Task):
+    """Kumar et al.'s committee machine; defaults: their Fig. 1(b) (D = 100, N = 500, P = 550)."""
+
     name = "committee"
     params: ClassVar[dict[str, Param]] = {
         "d_in": Param(int, 100, "static", "input dimension D", ge=1),
@@ -126,12 +129,34 @@ class Committee(Task):
         "alpha": Param(float, 1.0, "traced", "output scale of the centred predictor", gt=0),
         "eps_align": Param(float, 0.1, "traced", "phi(h) = h + (eps_align/2) h^2", ge=0),
         "sigma": Param(float, 1.0, "traced", "initial weights w_i ~ N(0, sigma^2 I)", gt=0),
+        "labels": Param(
+            str, "quadratic", "static",
+            "quadratic: y = (beta* . x)^2 / 2; eigenvector: the j-th eigenvector of K_0 (§6.1)",
+            choices=LABELS,
+        ),
+        "j": Param(int, 1, "traced", "eigenvector labels: K_0's j-th eigenvector, 1 = top", ge=1),
+        "align": Param(
+            float, 0.0, "traced", "fraction of the analytic solution W* added to W_0 (Fig. 10)",
+            ge=0,
+        ),
     }
     metrics: ClassVar[dict[str, tuple[str, ...]]] = (
         REGRESSION_METRICS | {"param_change": ()} | {name: () for name in DECOMPOSITION}
     )
     max_padding: ClassVar[dict[str, float]] = {"n_train": 2.0}
     shared_by = ("n_train",)
+    # Kumar et al.'s lr = eta_0 N / alpha^2 at eta_0 = 4, N = 500, alpha = 1 (Fig. 1(b) setting).
+    optimizer_defaults: ClassVar[dict[str, Any]] = {"lr": 2000.0}
+
+    def resolve(self, values: dict[str, Any], given: set[str]) -> dict[str, Any]:
+        if values["j"] > values["n_train"] + values["n_test"]:
+            raise SpecError(
+                f"j={values['j']} exceeds the {values['n_train'] + values['n_test']} "
+                "train and test inputs whose kernel it indexes"
+            )
+        if values["align"] > 0 and (values["width"] < 2 or values["eps_align"] == 0):
+            raise SpecError("align > 0 needs width >= 2 and eps_align > 0 (W* ~ 1/sqrt(eps_align))")
+        return values
 
     def sample(self, key: Array, shape: Shape, dtype: Any) -> dict[str, Array]:
         d_in, scale = shape["d_in"], 1.0 / math.sqrt(shape["d_in"])
@@ -145,6 +170,8 @@ class Committee(Task):
 
     def share(self, draws, hp, shape):
         rows = (jnp.arange(shape["n_train"]) < hp["n_train"]).astype(draws["x_train"].dtype)
+        if shape["labels"] == "eigenvector":  # labels of the run's own kernel, made in setup
+            return {"rows": rows}
         return {
             "rows": rows,
             "y_train": target(draws["beta"], draws["x_train"]),
@@ -157,6 +184,8 @@ class Committee(Task):
             f"g0_{role}": committee(w0, data[f"x_{role}"], hp["eps_align"])
             for role in ("train", "test")
         }
+        if shape["labels"] == "eigenvector":
+            run |= eigenvector_labels(w0, data, hp)
         return w0, run
 
     def predict(self, model: Array, data: Mapping[str, Array], hp, role: str) -> Array:
@@ -182,8 +211,15 @@ class Committee(Task):
                 "weight_norm": jnp.sqrt(jnp.sum(model**2)),
                 "param_change": jnp.sqrt(jnp.sum((model - w0) ** 2)) / norm0,
             }
-            | loss_decomposition(model, w0, data["beta"], hp["alpha"], hp["eps_align"])
+            | self.decomposition(model, w0, data, hp)
         )
+
+    def decomposition(self, model, w0, data, hp) -> dict[str, Array]:
+        """Eq. 6's terms; NaN for eigenvector labels, which are no quadratic target."""
+        terms = loss_decomposition(model, w0, data["beta"], hp["alpha"], hp["eps_align"])
+        if self.shape["labels"] == "eigenvector":
+            return {name: jnp.full_like(value, jnp.nan) for name, value in terms.items()}
+        return terms
 
     def probe(self, model, data, hp, n):
         test = {"x_test": data["x_test"][:n], "g0_test": data["g0_test"][:n]}
@@ -191,9 +227,54 @@ class Committee(Task):
 
 
 def initial_weights(data: Mapping[str, Array], hp: Mapping[str, Array]) -> Array:
-    """W_0 = sigma times the seed's standard normal draw: recomputed where needed rather than
-    kept per run (it is as large as the model)."""
-    return hp["sigma"] * data["w"]
+    """W_0 = sigma V + align W*: sigma times the seed's standard normal draw V, plus the
+    fraction ``align`` of the analytic solution (:func:`analytic_solution`). Recomputed where
+    needed rather than kept per run (it is as large as the model)."""
+    w0 = hp["sigma"] * data["w"]
+    solution = analytic_solution(data["beta"], w0.shape[0], hp["alpha"], hp["eps_align"])
+    # align = 0 adds exact zeros, and W* is never formed from eps_align = 0 (resolve refuses it
+    # with align > 0; here the where keeps its 1/sqrt(0) out of the sum).
+    return w0 + jnp.where(hp["align"] > 0, hp["align"] * solution, 0.0)
+
+
+def analytic_solution(beta: Array, width: int, alpha: Array, eps_align: Array) -> Array:
+    """W* (N x D), a minimiser of eq. 6 for the uncentred network: rows +-beta*/sqrt(alpha
+    eps_align) in pairs, so that wbar = 0 and M = beta* beta*^T / (alpha eps_align), hence
+    alpha g(W*, x) = (beta* . x)^2 / 2 = y(x) for every x. With N odd the last row is 0 and the
+    pairs are scaled by sqrt(N / (N - 1)) to keep M."""
+    pairs = width // 2
+    signs = jnp.where(jnp.arange(width) < 2 * pairs, 1.0 - 2.0 * (jnp.arange(width) % 2), 0.0)
+    scale = jnp.sqrt(width / (2.0 * pairs) / (alpha * eps_align))
+    return (signs * scale)[:, None].astype(beta.dtype) * beta
+
+
+def initial_kernel(w0: Array, x: Array, alpha: Array, eps_align: Array) -> Array:
+    """K_0(X, X), the initial neural tangent kernel of the predictor alpha g(W, x) on the rows
+    of ``x``: with the gradient (alpha/N) phi'(w_i . x) x of g in w_i and phi'(h) = 1 + eps h,
+
+        K_0(x, x') = (alpha^2 / N) (x . x') (1 + eps (wbar . x + wbar . x') + eps^2 x^T M x'),
+
+    through the moments (wbar, M) of W_0: O(n^2 D + N D^2)."""
+    wbar, m = moments(w0)
+    h = x @ wbar
+    quadratic = 1.0 + eps_align * (h[:, None] + h[None, :]) + eps_align**2 * (x @ m) @ x.T
+    return alpha**2 / w0.shape[0] * (x @ x.T) * quadratic
+
+
+def eigenvector_labels(w0: Array, data: Mapping[str, Array], hp: Mapping[str, Array]) -> dict:
+    """Kumar et al. §6.1's labels: the j-th eigenvector (by descending eigenvalue) of K_0 on
+    the training and test inputs together, of unit norm (as the paper's, so the labels are
+    ~ 1/sqrt(P + n_test)) with its largest-magnitude entry positive; ``y_train`` and ``y_test``
+    are its two parts. Padded training
+    rows are cut out of the kernel, which leaves them eigenvalue 0 and the rest unchanged."""
+    x = jnp.concatenate([data["x_train"], data["x_test"]])
+    n_pad = data["x_train"].shape[0]
+    mask = jnp.concatenate([data["rows"], jnp.ones(data["x_test"].shape[0], x.dtype)])
+    kernel = initial_kernel(w0, x, hp["alpha"], hp["eps_align"]) * mask[:, None] * mask[None, :]
+    _, vectors = jnp.linalg.eigh(kernel)  # ascending eigenvalues
+    v = jnp.take(vectors, x.shape[0] - hp["j"], axis=1)
+    y = v * jnp.sign(v[jnp.argmax(jnp.abs(v))])
+    return {"y_train": y[:n_pad], "y_test": y[n_pad:]}
 
 
 def target(beta: Array, x: Array) -> Array:

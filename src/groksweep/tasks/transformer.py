@@ -38,9 +38,15 @@ deviation 1/sqrt(p + 1) (1/sqrt(d_vocab) in his code); biases 0. The random matr
 multiplied by ``init_scale`` (LayerNorm gains and biases are not).
 
 Predictor and output scale (Kumar et al. eq. 7; Fig. 6(b) sweeps alpha on this model), as in
-:mod:`groksweep.tasks.mlp`: ``predictor = "centred"`` (default) predicts
-alpha (f(theta) - f(theta_0)), zero at t = 0; ``"plain"`` predicts alpha f(theta) (alpha = 1
-is Nanda's model). f(theta_0) is kept per run for all p^2 pairs (``f0``, p^2 x p numbers).
+:mod:`groksweep.tasks.mlp`: ``predictor = "plain"`` (default) predicts alpha f(theta), and with
+alpha = 1 is Nanda's model; ``"centred"`` (opt-in, Kumar et al.'s lazy/rich control) predicts
+alpha (f(theta) - f(theta_0)), zero at t = 0, with f(theta_0) kept per run for all p^2 pairs
+(``f0``, p^2 x p numbers).
+
+Defaults: ``task = "transformer"`` with no parameters is Nanda et al.'s setting: p = 113,
+(a + b) mod p, 30% of the pairs trained on, d_model 128, 4 heads, d_mlp 512, no LayerNorm,
+the plain predictor, cross entropy, full-batch AdamW at lr 1e-3, weight decay 1, betas
+(0.9, 0.98) (tests/test_defaults.py).
 
 Parameters (besides the engine's seed, dtype, method and the optimizer's)
 -------------------------------------------------------------------------
@@ -57,7 +63,7 @@ d_model       static   128              residual-stream width
 n_heads       static   4                attention heads (must divide d_model)
 d_mlp         static   512              MLP hidden width
 layer_norm    static   "none"           "none" or "pre" (above)
-predictor     static   "centred"        centred or plain (above)
+predictor     static   "plain"          plain or centred (above)
 alpha         traced   1                output scale of the predictor (lazy: large)
 init_scale    traced   1                multiplier of the initial weight matrices
 ============  =======  ===============  ======================================================
@@ -132,6 +138,10 @@ LN_EPS = 1e-5
 
 
 class Transformer(arithmetic.ArithmeticTask):
+    """One-layer transformer on (a op b) mod p; defaults: Nanda et al.'s (p = 113, frac 0.3, AdamW).
+
+    See the module docstring."""
+
     name = "transformer"
     params: ClassVar[dict[str, Param]] = {
         **arithmetic.ARITHMETIC_PARAMS,
@@ -150,6 +160,8 @@ class Transformer(arithmetic.ArithmeticTask):
             choices=LAYER_NORMS,
         ),
         **OUTPUT_SCALE_PARAMS,
+        # Nanda's model is plain; Kumar et al.'s centred predictor is opt-in.
+        "predictor": replace(OUTPUT_SCALE_PARAMS["predictor"], default="plain"),
     }
     metrics = arithmetic.ArithmeticTask.metrics | {"med": (), "embedding_uniformity": ()}
 
