@@ -1,22 +1,32 @@
-"""Time, peak memory and FLOPs of the paper-sized Fig. 7 sweep (``sweeps/fig7_phase.py --full``).
+"""Time, peak memory, FLOPs and agreement with theory of the paper-sized Fig. 7 sweep
+(``sweeps/fig7_phase.py --full``).
 
-    python benchmarks/fig7_scale.py [--log-points N] [--maps K ...] [--json results.json]
+    python benchmarks/fig7_scale.py [--log-points N] [--crossings solve] [--refine ROUNDS]
+                                    [--maps K ...] [--json results.json]
 
 The full grid's three maps (892 runs at d_in = 1000, d_out up to 1000, n_test = 4000), run
 with ``groksweep.run`` one map after another in this process, with the progress bar. Reports
-each map's wall time (compilation included), the process's peak resident memory, and the
-FLOPs of the per-sample evaluations that every method must make: two per multiply-add of
-x @ (S - T) for the padded training rows and the test rows, at every log point after 0.
+each map's runs, wall time (compilation included), the process's peak resident memory, the
+FLOPs of the per-sample evaluations (two per multiply-add of x @ (S - T) for the padded training
+rows and the test rows: at every log point after 0, and with ``--crossings solve`` at every
+bisection iteration, for the one set each crossing refines), and the agreement of the seed
+median Δt with the exact theory at the trained points: the fraction of points whose verdict
+(groks or not) matches it, and the median |trained/theory - 1| where both grok.
 
-``--log-points`` below the sweep's 200 cuts the evaluations (the cost) in proportion without
-changing the chunks: the memory budget sizes chunks from the runs' data, and an evaluation
-block is held within ``engine.EVALUATION_BLOCK_BYTES`` either way.
+``--log-points`` below the sweep's 200 cuts the evaluations at log points in proportion
+without changing the chunks: the memory budget sizes chunks from the runs' data, and an
+evaluation block is held within ``engine.EVALUATION_BLOCK_BYTES`` either way. ``--refine
+ROUNDS`` computes the maps over two real-valued axes (γ × λ) on a coarse grid (every other
+value of the full grid's axes, midpoints inserted ``ROUNDS`` times) refined at the
+grokking / no-grokking boundary (:mod:`groksweep.refine`); the others stay uniform.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+import re
 import resource
 import sys
 import time
@@ -29,46 +39,100 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sweeps"))
 import fig7_phase  # noqa: E402
 
 import groksweep as gs  # noqa: E402
-from groksweep.plan import plan  # noqa: E402
-from groksweep.tasks import get_task  # noqa: E402
+from groksweep import refine  # noqa: E402
+from groksweep import theory_grid as tg  # noqa: E402
+
+BUCKET = re.compile(r"bucket (\d+): (\{.*?\}); (\d+) runs as")
+SOLVED = re.compile(
+    r"bucket (\d+) chunk \S+: crossings solved in (\d+) bisection iterations over (\d+) runs"
+)
 
 
-def evaluation_flops(sweep: gs.Sweep) -> float:
-    """FLOPs of the per-sample evaluations, at the bucket's padded N_tr and d_out."""
-    total = 0.0
-    for bucket in plan(get_task(sweep.task), sweep.runs()):
-        shape = dict(bucket.shape)
-        rows = shape["n_train"] + shape["n_test"]
-        total += 2.0 * rows * shape["d_in"] * shape["d_out"] * bucket.n_runs
-    return total * (sweep.log_points - 1)
+class EvaluationCount:
+    """Evaluation FLOPs of a sweep, read from the engine's log lines as they come: the log
+    points of every bucket's runs, and the bisection iterations of every solved chunk (each
+    evaluates a crossing's set, train or test, per threshold, for every run of the chunk)."""
+
+    def __init__(self, log_points: int, n_eps: int):
+        self.log_points, self.n_eps = log_points, n_eps
+        self.shapes: dict[int, dict] = {}
+        self.flops = 0.0
+
+    @staticmethod
+    def _row_flops(shape: dict, rows: int) -> float:
+        return 2.0 * rows * shape["d_in"] * shape["d_out"]
+
+    def __call__(self, line: str) -> None:
+        if found := BUCKET.match(line):
+            index, shape = int(found[1]), ast.literal_eval(found[2])
+            self.shapes[index] = shape
+            rows = shape["n_train"] + shape["n_test"]
+            self.flops += self._row_flops(shape, rows) * int(found[3]) * (self.log_points - 1)
+        elif found := SOLVED.match(line):
+            shape = self.shapes[int(found[1])]
+            rows = shape["n_train"] + shape["n_test"]  # train crossings, then test crossings
+            runs = int(found[3])
+            self.flops += self._row_flops(shape, rows) * int(found[2]) * runs * self.n_eps
+
+
+def agreement(phase, sweep: gs.Sweep, x: str, y: str, fixed: dict) -> dict:
+    """Verdicts and Δt of the trained seed median against the exact theory, at the trained
+    (computed) points."""
+    summary = gs.reduce_seeds(phase).isel(eps=0)
+    axes = {name: np.asarray(summary[name].values, float) for name in (y, x)}
+    exact = tg.theory_times(**axes, **fixed)
+    trained = summary["delta_t_median"].transpose(y, x).values
+    theory = exact["delta_t"].transpose(y, x).values
+    computed = np.ones_like(trained, bool)
+    if "computed" in summary:
+        computed = summary["computed"].transpose(y, x).values
+    verdict = (np.isfinite(trained) == np.isfinite(theory))[computed]
+    both = computed & np.isfinite(trained) & np.isfinite(theory)
+    return {
+        "verdict_agreement": float(verdict.mean()),
+        "median_abs_ratio_error": float(np.median(np.abs(trained[both] / theory[both] - 1))),
+        "points_compared": int(computed.sum()),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--log-points", type=int, default=200)
+    parser.add_argument("--crossings", choices=["interpolate", "solve"], default="interpolate")
+    parser.add_argument("--refine", type=int, default=0, metavar="ROUNDS")
     parser.add_argument("--maps", type=int, nargs="*", default=[0, 1, 2], choices=[0, 1, 2])
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     results = []
     for k in args.maps:
-        sweep = fig7_phase.sweeps(full=True)[k]
-        sweep = gs.Sweep.from_dict(sweep.to_dict() | {"log_points": args.log_points})
+        spec = fig7_phase.sweeps(full=True)[k].to_dict()
+        spec |= {"log_points": args.log_points, "crossings": args.crossings}
         x, y, fixed = fig7_phase.MAPS[k]
+        refined = args.refine and all(isinstance(spec["axes"][a][0], float) for a in (x, y))
+        if refined:
+            spec["axes"] |= {a: spec["axes"][a][::2] for a in (x, y)}
+            spec["refine"] = {"rounds": args.refine}
+        sweep = gs.Sweep.from_dict(spec)
+        count = EvaluationCount(sweep.log_points, len(sweep.eps))
         start = time.perf_counter()
-        ds = gs.run(sweep)
+        ds = refine.run(sweep, log=count) if refined else gs.run(sweep, log=count)
         seconds = time.perf_counter() - start
-        flops = evaluation_flops(sweep)
+        phase = gs.grokking_time(ds)
+        runs = int(ds["computed"].sum()) * ds.sizes["seed"] if refined else sweep.n_runs
         results.append(
             {
                 "map": f"{y} x {x}",
-                "runs": sweep.n_runs,
+                "runs": runs,
+                "grid": "x".join(str(ds.sizes[a]) for a in (y, x)),
                 "log_points": sweep.log_points,
+                "crossings": args.crossings,
+                "refine_rounds": args.refine if refined else 0,
                 "seconds": seconds,
-                "evaluation_tflop": flops / 1e12,
-                "tflop_per_s": flops / seconds / 1e12,
+                "evaluation_tflop": count.flops / 1e12,
+                "tflop_per_s": count.flops / seconds / 1e12,
                 "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-                "finite_test_acc": float(np.isfinite(ds["test_acc"]).mean()),
             }
+            | agreement(phase, sweep, x, y, fixed)
         )
         print(json.dumps(results[-1]), flush=True)
     if args.json:

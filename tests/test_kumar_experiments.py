@@ -9,6 +9,8 @@ from numpy, and the analytic solution is checked by evaluating the network on fr
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,20 +25,37 @@ HP = {"alpha": 1.7, "eps_align": 0.6, "sigma": 0.9, "align": 0.0}
 
 
 def _draws(seed, shape):
+    return _draws_of_shape(seed, tuple(shape.items()))
+
+
+@functools.cache
+def _draws_of_shape(seed, shape_items):
+    """The float64 draws of one seed, as numpy arrays."""
+    shape = dict(shape_items)
     with jax.enable_x64(True):
         d = jax.jit(lambda key: TASK.sample(key, shape, jnp.float64))(jax.random.key(seed))
         return {k: np.asarray(v) for k, v in d.items()}
 
 
+@functools.cache
+def _setup_program(shape_items):
+    """The task's own share and setup for one run of this shape, compiled once (hp traced)."""
+    bound = TASK.bind(dict(shape_items) | {"labels": "eigenvector"})
+
+    def setup(draws, hp):
+        data = draws | bound.share(draws, hp, bound.shape)
+        return bound.setup(data, hp, bound.shape)
+
+    return jax.jit(setup)
+
+
 def _setup(seed, shape, hp, n_train):
-    """The task's own share and setup for one run (float64), as numpy arrays."""
-    bound = TASK.bind(shape | {"labels": "eigenvector"})
+    """The task's initial weights and run data for one run (float64), as numpy arrays."""
     with jax.enable_x64(True):
         hp = {k: jnp.asarray(v, jnp.float64) for k, v in hp.items()}
         hp |= {"j": jnp.int32(hp.pop("j")), "n_train": jnp.int32(n_train)}
         draws = {k: jnp.asarray(v) for k, v in _draws(seed, shape).items()}
-        data = draws | bound.share(draws, hp, bound.shape)
-        model, run = bound.setup(data, hp, bound.shape)
+        model, run = _setup_program(tuple(shape.items()))(draws, hp)
         return np.asarray(model), {k: np.asarray(v) for k, v in run.items()}
 
 

@@ -263,7 +263,8 @@ def run(
                         )
                         log(
                             f"bucket {i} chunk {key}: crossings solved in "
-                            f"{solved.pop('solve_iterations')} bisection iterations"
+                            f"{solved.pop('solve_iterations')} bisection iterations over "
+                            f"{chunk.run_index.size} runs (padding included)"
                         )
                         metrics |= solved
                     if models:  # before the chunk: a chunk read back has its models

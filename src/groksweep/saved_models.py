@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import equinox as eqx
 import jax
 import netCDF4
 import numpy as np
@@ -46,6 +47,8 @@ from groksweep.files import write_atomic
 from groksweep.plan import Bucket
 from groksweep.spec import Sweep
 from groksweep.store import chunk_key
+from groksweep.tasks import Task
+from groksweep.tasks.model import ModelTask
 
 MODELS = "models"
 """The folder of the models files in a sweep's output directory."""
@@ -224,15 +227,11 @@ def _read_run(path: Path, nc: Any, sweep: Sweep, index: int, row: int, step: int
     return models if step is None else models[step]
 
 
-def _as_task_model(task: Any, shape: dict, model: Any) -> Any:
+def _as_task_model(task: Task, shape: dict, model: Any) -> Any:
     """The engine's model as the task's: a ModelTask trains its module's arrays only, and the
     rest (sizes, activations) comes back from its untrained skeleton."""
-    from groksweep.tasks.model import ModelTask
-
     if not isinstance(task, ModelTask):
         return model
-    import equinox as eqx
-
     return eqx.combine(model, task.bind(shape)._static())
 
 
@@ -262,11 +261,9 @@ def _run_index(sweep: Sweep, run: int | Mapping[str, Any]) -> int:
 
 def _files(folder: Path) -> list[Path]:
     """The models files in ``folder``, by name."""
-    return (
-        sorted(p for p in folder.glob(f"*{SUFFIX}") if NAME.fullmatch(p.name))
-        if folder.is_dir()
-        else []
-    )
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(f"*{SUFFIX}") if NAME.fullmatch(p.name))
 
 
 def _named_leaves(tree: Any) -> list[tuple[str, Any]]:
