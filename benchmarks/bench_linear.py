@@ -134,15 +134,51 @@ def segment_overhead(quick: bool) -> dict:
         for name, call in variants.items():
             times[name].append(_timed(call))
     best = {name: min(t) for name, t in times.items()}
+    call, save = segment_costs(sweep)
     return {
         "runs": sweep.n_runs,
         "steps": sweep.steps,
         "seconds": best["segmented"],
         "variants_s": best,
+        # What segmenting adds, measured apart from the noise of whole runs: per segment, one
+        # more call of the program and one save of the chunk's state.
+        "segment_call_s": call,
+        "state_save_s": save,
+        "overhead_of_180s_segments": (call + save) / 180.0,
+        "overhead_of_1s_segments": (call + save) / 1.0,
         "segmented_over_whole": best["segmented"] / best["whole"],
         "segmented_over_whole_stored": best["segmented-stored"] / best["whole-stored"],
         "segments_of_1s_over_whole_stored": best["segments-of-1s-stored"] / best["whole-stored"],
     }
+
+
+def segment_costs(sweep, repeats: int = 20) -> tuple[float, float]:
+    """The fixed costs a segment adds to the training of the sweep's first chunk (the units it
+    runs cost the same in one call or many): the median time of a call of the segment program
+    that runs no unit (dispatch, the carried state handed over, the wait), and of a save of the
+    chunk's state to a store (written, checksummed, fsync'ed and renamed, as between segments)."""
+    import statistics
+    import tempfile
+
+    import numpy as np
+
+    from groksweep import engine, trainer
+    from groksweep.store import ChunkStore
+
+    bucket, groups, block = engine.prepare(sweep).buckets[0]
+    chunk = next(engine._chunks(bucket, groups))  # the first chunk, as engine.run cuts it
+    training = trainer.ChunkTraining(
+        sweep.task_def, chunk, sweep.times(), np.asarray(sweep.eps), (), block
+    )
+    training.advance(1)
+    calls = [_timed(lambda: training.advance(0)) for _ in range(repeats)]
+    with tempfile.TemporaryDirectory() as directory:
+        store = ChunkStore(directory, sweep.to_toml())
+        saves = [
+            _timed(lambda: store.save_partial("k", block, 1, training.state()))
+            for _ in range(repeats)
+        ]
+    return statistics.median(calls), statistics.median(saves)
 
 
 def bare_contender(quick: bool, seeds_per_call: int | None = None) -> dict:
@@ -518,7 +554,11 @@ def report(results: dict) -> str:
             f"\nsegments (one process, best of {STEADY_CALLS + 1} interleaved calls): {variants}; "
             f"segmented ÷ whole {overhead['segmented_over_whole']:.3f}, with a store "
             f"{overhead['segmented_over_whole_stored']:.3f}, 1 s segments with a store "
-            f"{overhead['segments_of_1s_over_whole_stored']:.3f}"
+            f"{overhead['segments_of_1s_over_whole_stored']:.3f}; a segment's own cost "
+            f"{1e3 * overhead['segment_call_s']:.2f} ms a call + "
+            f"{1e3 * overhead['state_save_s']:.2f} ms a save: "
+            f"{overhead['overhead_of_180s_segments']:.1e} of a 180 s segment, "
+            f"{overhead['overhead_of_1s_segments']:.1e} of a 1 s one"
         )
     if peaks:
         rows.append(

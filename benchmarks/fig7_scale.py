@@ -1,11 +1,13 @@
 """Time, peak memory, FLOPs and agreement with theory of the paper-sized Fig. 7 sweep
 (``sweeps/fig7_phase.py --full``).
 
-    python benchmarks/fig7_scale.py [--log-points N] [--crossings solve] [--refine ROUNDS]
-                                    [--maps K ...] [--json results.json]
+    python benchmarks/fig7_scale.py [--uniform] [--crossings interpolate|solve] [--rtol R]
+                                    [--log-points N] [--maps K ...] [--json results.json]
 
-The full grid's three maps (892 runs at d_in = 1000, d_out up to 1000, n_test = 4000), run
-with ``groksweep.run`` one map after another in this process, with the progress bar. Reports
+The full grid's three maps (d_in = 1000, d_out up to 1000, n_test = 4000) as
+``sweeps/fig7_phase.py --full`` trains them (solved crossings; the γ × λ map refined), or with
+``--uniform --crossings interpolate --log-points 200`` as before both features (892 runs),
+run one map after another in this process, with the progress bar. Reports
 each map's runs, wall time (compilation included), the process's peak resident memory, the
 FLOPs of the per-sample evaluations (two per multiply-add of x @ (S - T) for the padded training
 rows and the test rows: at every log point after 0, and with ``--crossings solve`` at every
@@ -13,12 +15,9 @@ bisection iteration, for the one set each crossing refines), and the agreement o
 median Δt with the exact theory at the trained points: the fraction of points whose verdict
 (groks or not) matches it, and the median |trained/theory - 1| where both grok.
 
-``--log-points`` below the sweep's 200 cuts the evaluations at log points in proportion
-without changing the chunks: the memory budget sizes chunks from the runs' data, and an
-evaluation block is held within ``engine.EVALUATION_BLOCK_BYTES`` either way. ``--refine
-ROUNDS`` computes the maps over two real-valued axes (γ × λ) on a coarse grid (every other
-value of the full grid's axes, midpoints inserted ``ROUNDS`` times) refined at the
-grokking / no-grokking boundary (:mod:`groksweep.refine`); the others stay uniform.
+Fewer ``--log-points`` cut the evaluations at log points in proportion without changing the
+chunks: the memory budget sizes chunks from the runs' data, and an evaluation block is held
+within ``engine.EVALUATION_BLOCK_BYTES`` either way.
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ import fig7_phase  # noqa: E402
 
 import groksweep as gs  # noqa: E402
 from groksweep import refine  # noqa: E402
-from groksweep import theory_grid as tg  # noqa: E402
 
 BUCKET = re.compile(r"bucket (\d+): (\{.*?\}); (\d+) runs as")
 SOLVED = re.compile(
@@ -56,7 +54,8 @@ class EvaluationCount:
     def __init__(self, log_points: int, n_eps: int):
         self.log_points, self.n_eps = log_points, n_eps
         self.shapes: dict[int, dict] = {}
-        self.flops = 0.0
+        self.flops = self.solve_flops = 0.0
+        self.crossings = 0
 
     @staticmethod
     def _row_flops(shape: dict, rows: int) -> float:
@@ -72,47 +71,63 @@ class EvaluationCount:
             shape = self.shapes[int(found[1])]
             rows = shape["n_train"] + shape["n_test"]  # train crossings, then test crossings
             runs = int(found[3])
-            self.flops += self._row_flops(shape, rows) * int(found[2]) * runs * self.n_eps
+            flops = self._row_flops(shape, rows) * int(found[2]) * runs * self.n_eps
+            self.flops += flops
+            self.solve_flops += flops
+            self.crossings += 2 * runs * self.n_eps
 
 
-def agreement(phase, sweep: gs.Sweep, x: str, y: str, fixed: dict) -> dict:
-    """Verdicts and Δt of the trained seed median against the exact theory, at the trained
-    (computed) points."""
-    summary = gs.reduce_seeds(phase).isel(eps=0)
-    axes = {name: np.asarray(summary[name].values, float) for name in (y, x)}
-    exact = tg.theory_times(**axes, **fixed)
-    trained = summary["delta_t_median"].transpose(y, x).values
-    theory = exact["delta_t"].transpose(y, x).values
-    computed = np.ones_like(trained, bool)
-    if "computed" in summary:
-        computed = summary["computed"].transpose(y, x).values
-    verdict = (np.isfinite(trained) == np.isfinite(theory))[computed]
-    both = computed & np.isfinite(trained) & np.isfinite(theory)
+def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 matrix-product speed through JAX, FLOP/s: the best of
+    ``repeats`` products of two n x n matrices (the roofline of the evaluations)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    product = jax.jit(lambda m: m @ m)
+    product(a).block_until_ready()
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product(a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * n**3 / best
+
+
+def agreement(phase, x: str, y: str, fixed: dict) -> dict:
+    """Verdicts (groks or not) and Δt of the trained seed median against the exact theory, at
+    the trained points."""
+    found = fig7_phase.against_theory(phase, x, y, fixed)
+    trained, theory = found["trained"], found["theory"]
+    both = np.isfinite(trained) & np.isfinite(theory)
     return {
-        "verdict_agreement": float(verdict.mean()),
+        "verdict_agreement": float(np.mean(np.isfinite(trained) == np.isfinite(theory))),
         "median_abs_ratio_error": float(np.median(np.abs(trained[both] / theory[both] - 1))),
-        "points_compared": int(computed.sum()),
+        "points_compared": int(trained.size),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--log-points", type=int, default=200)
-    parser.add_argument("--crossings", choices=["interpolate", "solve"], default="interpolate")
-    parser.add_argument("--refine", type=int, default=0, metavar="ROUNDS")
+    parser.add_argument("--log-points", type=int, help="default: the script's 16")
+    parser.add_argument("--crossings", choices=["interpolate", "solve"], default="solve")
+    parser.add_argument("--rtol", type=float, help="of solved crossings; default the script's")
+    parser.add_argument("--uniform", action="store_true", help="no refinement: the full axes")
     parser.add_argument("--maps", type=int, nargs="*", default=[0, 1, 2], choices=[0, 1, 2])
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    peak = matmul_peak()
+    print(json.dumps({"matmul_peak_tflop_per_s": peak / 1e12}), flush=True)
     results = []
     for k in args.maps:
-        spec = fig7_phase.sweeps(full=True)[k].to_dict()
-        spec |= {"log_points": args.log_points, "crossings": args.crossings}
+        spec = fig7_phase.sweeps(full=True, uniform=args.uniform)[k].to_dict()
+        spec["log_points"] = args.log_points or spec["log_points"]
+        spec["crossings"] = "interpolate"
+        if args.crossings == "solve":
+            spec["crossings"] = fig7_phase.SOLVED | ({"rtol": args.rtol} if args.rtol else {})
         x, y, fixed = fig7_phase.MAPS[k]
-        refined = args.refine and all(isinstance(spec["axes"][a][0], float) for a in (x, y))
-        if refined:
-            spec["axes"] |= {a: spec["axes"][a][::2] for a in (x, y)}
-            spec["refine"] = {"rounds": args.refine}
         sweep = gs.Sweep.from_dict(spec)
+        refined = bool(sweep.refine)
         count = EvaluationCount(sweep.log_points, len(sweep.eps))
         start = time.perf_counter()
         ds = refine.run(sweep, log=count) if refined else gs.run(sweep, log=count)
@@ -126,13 +141,17 @@ def main() -> None:
                 "grid": "x".join(str(ds.sizes[a]) for a in (y, x)),
                 "log_points": sweep.log_points,
                 "crossings": args.crossings,
-                "refine_rounds": args.refine if refined else 0,
+                "rtol": sweep.crossings["rtol"] if args.crossings == "solve" else None,
+                "refine_rounds": sweep.refine["rounds"] if refined else 0,
                 "seconds": seconds,
                 "evaluation_tflop": count.flops / 1e12,
                 "tflop_per_s": count.flops / seconds / 1e12,
+                "solve_tflop": count.solve_flops / 1e12,
+                "solve_flop_per_crossing": count.solve_flops / max(count.crossings, 1),
+                "seconds_at_matmul_peak": count.flops / peak,
                 "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             }
-            | agreement(phase, sweep, x, y, fixed)
+            | agreement(phase, x, y, fixed)
         )
         print(json.dumps(results[-1]), flush=True)
     if args.json:

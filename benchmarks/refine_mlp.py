@@ -14,7 +14,9 @@ gets right: everywhere, and at the corners of the boundary cells.
 
     python benchmarks/refine_mlp.py [--rounds 2] [--json FILE]
 
-Prints a Markdown table (docs/PERFORMANCE.md quotes it). About 10 minutes on two CPU cores.
+Prints a Markdown table (docs/PERFORMANCE.md quotes it). On the 2-core development machine,
+under load: about 7 minutes with ``--rounds 2``, 33 with ``--rounds 3`` (28 of them the uniform
+fine grid).
 """
 
 from __future__ import annotations
@@ -140,10 +142,16 @@ def table(rows: dict[str, dict]) -> str:
     ]
     lines = ["| map | " + " | ".join(names) + " | fewer points |", "|---" * (len(names) + 2) + "|"]
     for label, row in rows.items():
-        cells = [f"{row[n]:.3g}" if isinstance(row[n], float) else f"{row[n]}" for n in names]
+        cells = [_number(row[n]) for n in names]
         ratio = row["fine points"] / row["points computed"]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio:.1f}x |")
     return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    if isinstance(value, float):
+        return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+    return f"{value}"
 
 
 def main() -> None:

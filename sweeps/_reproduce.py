@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 import groksweep as gs
-from groksweep import plot, results, theory_grid
+from groksweep import plot, refine, results, theory_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS_FIGURES = ROOT / "docs" / "figures"
@@ -73,19 +73,20 @@ def train(sweep: gs.Sweep, args: argparse.Namespace, tag: str = "", level: float
     suffix = f"_{tag}" if tag else ""
     (args.out / f"spec{suffix}.toml").write_text(sweep.to_toml())
     start = time.perf_counter()
-    ds = gs.run(sweep, progress=False)
+    ds = refine.run(sweep, progress=False) if sweep.refine else gs.run(sweep, progress=False)
     seconds = time.perf_counter() - start
     phase = gs.grokking_time(ds, level=level)
     results.save(ds, args.out / f"results{suffix}.nc")
     results.save(phase, args.out / f"phase{suffix}.nc")
+    runs = int(ds["computed"].sum()) * ds.sizes["seed"] if sweep.refine else sweep.n_runs
     args.timings[tag or "sweep"] = {
-        "runs": sweep.n_runs,
+        "runs": runs,
         "steps": sweep.steps,
         "log_points": sweep.log_points,
         "seconds": round(seconds, 1),
     }
     print(
-        f"{args.name}{suffix}: {sweep.n_runs} runs, {sweep.steps} steps, trained in {seconds:.1f} s"
+        f"{args.name}{suffix}: {runs} runs, {sweep.steps} steps, trained in {seconds:.1f} s"
     )
     return ds, phase
 

@@ -7,8 +7,11 @@ scale (red: short, blue: long, as in the paper). lr = 0.01, eps = 1e-3, accuracy
 
     python sweeps/fig7_phase.py [--full] [--out DIR] [--docs]
 
-Quick: d_in = 200, 2 seeds, 6-8 values per axis (d_out <= 300). Full: d_in = 1000, 4 seeds,
-more values and d_out up to 1000. The theory maps alone (3 x 40 x 40 points) take about a second.
+Quick: d_in = 200, 2 seeds, 6-8 values per axis (d_out <= 300), grokking times interpolated
+between 100 log points. Full: d_in = 1000, 4 seeds, more values and d_out up to 1000; grokking
+times solved exactly on the spectral path to 1% (groksweep.crossings, 16 log points), and the
+γ × λ map refined at its grokking boundary from every other value (groksweep.refine; grey dots
+mark its computed points). The theory maps alone (3 x 40 x 40 points) take about a second.
 """
 
 from __future__ import annotations
@@ -37,28 +40,46 @@ THEORY_AXES = {
 }
 
 
-def sweeps(full: bool) -> list[gs.Sweep]:
+REFINE_ROUNDS = 3
+"""Rounds of the full γ × λ map: from every other value of the uniform axes, three rounds reach
+a quarter of their spacing at the grokking boundary (groksweep.refine)."""
+SOLVED = {"method": "solve", "rtol": 1e-2}
+"""The full grid's crossings: solved to 1% (groksweep.crossings), below the seed spread."""
+
+
+def sweeps(full: bool, uniform: bool = False) -> list[gs.Sweep]:
+    """The three maps' sweeps. Full: solved crossings bracketed by 16 log points, and the γ × λ
+    map refined from a coarse grid, unless ``uniform`` (the full axes everywhere, no
+    refinement; the crossings as given, for the benchmark's comparisons)."""
+    fields = {}
     if full:
         gamma = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
         d_out = [1, 3, 10, 30, 100, 300, 1000]
         lam = [0.1, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.1, 1.5]
-        base, seeds, log_points = {"d_in": 1000, "n_test": 4000}, list(range(4)), 200
+        base, seeds = {"d_in": 1000, "n_test": 4000}, list(range(4))
+        fields = {"log_points": 16, "crossings": SOLVED}
     else:
         gamma = [1e-5, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2]
         d_out = [1, 3, 10, 30, 100, 300]
         lam = [0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1.1, 1.5]
-        base, seeds, log_points = {"d_in": 200, "n_test": 1000}, [0, 1], 100
+        base, seeds, fields = {"d_in": 200, "n_test": 1000}, [0, 1], {"log_points": 100}
     axes = {"gamma": gamma, "d_out": d_out, "lam": lam}
     out = []
     for x, y, fixed in MAPS:
+        grid = {y: axes[y], x: axes[x]}
+        refine = {}
+        if full and not uniform and "d_out" not in grid:  # refinement needs real-valued axes
+            grid = {name: values[::2] for name, values in grid.items()}
+            refine = {"refine": {"rounds": REFINE_ROUNDS}}
         out.append(
             gs.Sweep(
                 "linear",
                 params=base | {"lr": 0.01} | fixed,
-                axes={y: axes[y], x: axes[x], "seed": seeds},
+                axes=grid | {"seed": seeds},
                 steps=1_000_000,
-                log_points=log_points,
                 eps=[1e-3],
+                **fields,
+                **refine,
             )
         )
     return out
@@ -105,7 +126,7 @@ def main() -> None:
             tidy(axes[k][0], which, name)
             getattr(axes[k][0], f"set_{which}lim")(limits)
         axes[k][0].set_facecolor("0.85")  # outside the trained grid
-        tables.append(map_table(phase, theory_map, x, y, fixed, sweep))
+        tables.append(map_table(phase, x, y, fixed, sweep.params["d_in"]))
     d_in = sweeps(args.full)[0].params["d_in"]
     fig.suptitle(
         f"Fig. 7: Δt phase diagrams, trained (left, d_in = {d_in}; grey: outside the "
@@ -127,23 +148,36 @@ def tidy(ax, which: str, name: str) -> None:
         axis.set_minor_locator(ticker.LogLocator(subs="auto"))
 
 
-def map_table(phase, theory_map, x, y, fixed, sweep) -> str:
-    """Agreement of one trained map with the theory at the trained grid points."""
+def against_theory(phase, x: str, y: str, fixed: dict) -> dict[str, np.ndarray]:
+    """A trained map's seed-median Δt and the exact theory's at its trained points (every
+    point, or a refined map's computed ones), flat, with the points' axis values."""
     summary = gs.reduce_seeds(phase).isel(eps=0)
-    exact = tg.theory_times(
-        **{y: np.asarray(sweep.axes[y], float), x: np.asarray(sweep.axes[x], float)}, **fixed
-    )
-    trained = summary["delta_t_median"].transpose(y, x).values
-    theory_dt = exact["delta_t"].transpose(y, x).values
+    points = np.ones((summary.sizes[y], summary.sizes[x]), bool)
+    if "computed" in summary:
+        points = summary["computed"].transpose(y, x).values
+    values = {name: summary[name].values.astype(float) for name in (y, x)}
+    exact = tg.theory_times(**values, **fixed)
+    grid = np.meshgrid(values[y], values[x], indexing="ij")
+    return {
+        "trained": summary["delta_t_median"].transpose(y, x).values[points],
+        "theory": exact["delta_t"].transpose(y, x).values[points],
+        y: grid[0][points],
+        x: grid[1][points],
+    }
+
+
+def map_table(phase, x, y, fixed, d_in) -> str:
+    """Agreement of one trained map with the theory at its trained points."""
+    found = against_theory(phase, x, y, fixed)
+    trained, theory_dt = found["trained"], found["theory"]
     both = np.isfinite(trained) & np.isfinite(theory_dt)
     ratio = trained[both] / theory_dt[both]
     disagree = (np.isfinite(trained) != np.isfinite(theory_dt)).sum()
-    # eq. 12 at the trained d_in (see tg.finite_size_times), at the cells where both grok
-    grid = np.meshgrid(exact[y].values, exact[x].values, indexing="ij")
+    # eq. 12 at the trained d_in (see tg.finite_size_times), at the points where both grok
     finite = np.array(
         [
-            np.subtract(*tg.finite_size_times(sweep.params["d_in"], **({y: a, x: b} | fixed))[::-1])
-            for a, b in zip(grid[0][both], grid[1][both])
+            np.subtract(*tg.finite_size_times(d_in, **({y: a, x: b} | fixed))[::-1])
+            for a, b in zip(found[y][both], found[x][both])
         ]
     )
     corrected = trained[both] / finite
@@ -164,13 +198,13 @@ def map_table(phase, theory_map, x, y, fixed, sweep) -> str:
         [
             "map",
             "fixed",
-            "cells",
+            "points",
             "both grok",
             "median \\|trained/theory − 1\\|",
             "max",
             "median vs finite-d_in eq. 12",
             "max",
-            "cells where only one groks",
+            "points where only one groks",
         ],
         rows,
         f"Phase map {y} × {x}: trained (seed median) against theory",

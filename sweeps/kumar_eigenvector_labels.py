@@ -32,8 +32,15 @@ ETA_0, LOSS_LEVEL = 2.0, 0.1
 
 def sizes(full: bool) -> dict:
     if full:
-        return {"d_in": 100, "width": 500, "n_test": 1000, "steps": 40_000, "seeds": [0, 1, 2],
-                "n_train": [550, 1100, 2200], "j": [1, 70, 100, 200, 500, 1000, 1500]}
+        return {
+            "d_in": 100,
+            "width": 500,
+            "n_test": 1000,
+            "steps": 40_000,
+            "seeds": [0, 1, 2],
+            "n_train": [550, 1100, 2200],
+            "j": [1, 70, 100, 200, 500, 1000, 1500],
+        }
     return {"d_in": 30, "width": 100, "n_test": 300, "steps": 10_000, "seeds": [0],
             "n_train": [150, 300, 450], "j": [1, 20, 40, 100, 250, 400]}  # fmt: skip
 

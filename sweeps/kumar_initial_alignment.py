@@ -85,10 +85,10 @@ def main() -> None:
     axes[0].set(xlabel="step", ylabel="MSE (train dashed, test solid)", title="seed 0")
     axes[1].set(xlabel="step", ylabel="NTK alignment (CKA)", title="seed 0")
     positive = ds.align.values > 0
-    axes[2].semilogx(ds.align.values[positive], peak.values[positive], "o-",
-                     label="peak test / initial")  # fmt: skip
-    axes[2].semilogx(ds.align.values[positive], final.values[positive], "s--",
-                     label="test end / initial")  # fmt: skip
+    axes[2].loglog(ds.align.values[positive], peak.values[positive], "o-",
+                   label="peak test / initial")  # fmt: skip
+    axes[2].loglog(ds.align.values[positive], final.values[positive], "s--",
+                   label="test end / initial")  # fmt: skip
     axes[2].axhline(float(peak.sel(align=0)), color="0.5", ls=":", label="peak at align 0")
     axes[2].set(xlabel="align (fraction of W* added to W_0)", ylabel="test loss / initial")
     for ax in axes:

@@ -52,26 +52,11 @@ SETTINGS = {
     },
 }  # fmt: skip
 
-# Tasks whose module this change does not touch and whose defaults are not yet the paper's: the
-# test records the difference and fails (strict) once they are fixed, so the mark comes off.
-NOT_YET = {
-    "modular_mlp": "frac 0.5 and lr 0.01, not App. 8.3's 0.9 and 100",
-}
-
-
 def test_every_built_in_task_has_a_stated_setting():
     assert set(SETTINGS) == set(BUILT_IN)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=NOT_YET[n]))
-        if n in NOT_YET
-        else n
-        for n in sorted(SETTINGS)
-    ],
-)
+@pytest.mark.parametrize("name", sorted(SETTINGS))
 def test_defaults_are_the_papers_setting(name):
     run = gs.Sweep(name).runs()[0]
     differ = {k: (run[k], v) for k, v in SETTINGS[name].items() if run[k] != v}

@@ -312,7 +312,8 @@ def test_modular_mlp_sweep_with_stablemax_label_noise_ipr_and_collapse():
     that of the initial weights (numpy, Doshi et al.'s eq. 4)."""
     p, d_h = 11, 8
     sweep = gs.Sweep("modular_mlp", params={"p": p, "d_h": d_h, "dtype": "float64",
-                                            "loss": "stablemax", "optimizer": "adamw"},
+                                            "loss": "stablemax", "optimizer": "adamw",
+                                            "lr": 0.01, "frac": 0.5},
                      axes={"label_noise": [0.0, 0.3]}, steps=5, log_points=5,
                      measures=["ipr", "softmax_collapse"])  # fmt: skip
     assert len(gs.prepare(sweep).buckets) == 1

@@ -341,9 +341,11 @@ def test_a_small_transformer_groks(seed):
     assert ds.test_acc.interp(time=t_train).item() < 0.85
 
 
-def test_optimizer_defaults_are_nandas_and_other_tasks_keep_the_engines():
+def test_optimizer_defaults_are_nandas_and_other_tasks_keep_their_own():
     run = gs.Sweep("transformer", params={"p": 7, "d_model": 8, "d_mlp": 8, "n_heads": 2}).runs()[0]
     assert (run["optimizer"], run["lr"], run["gamma"], run["beta1"], run["beta2"]) == (
         "adamw", 1e-3, 1.0, 0.9, 0.98)
-    run = gs.Sweep("modular_mlp").runs()[0]
+    run = gs.Sweep("modular_mlp").runs()[0]  # Kumar et al.'s App. 8.3
+    assert (run["optimizer"], run["lr"], run["gamma"], run["beta2"]) == ("gd", 100.0, 0.0, 0.999)
+    run = gs.Sweep("linear").runs()[0]  # the engine's
     assert (run["optimizer"], run["lr"], run["gamma"], run["beta2"]) == ("gd", 0.01, 0.0, 0.999)

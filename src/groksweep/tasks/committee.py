@@ -23,21 +23,42 @@ costs less; autodiff then gives the gradient at the same cost.
 
 Parameters (besides the engine's seed, dtype, method and the optimizer's lr, gamma, betas)
 -----------------------------------------------------------------------------------------
-=========  =======  =======  ==============================================================
-name       role     default  meaning
-=========  =======  =======  ==============================================================
-d_in       static   100      input dimension D
-width      static   500      number of neurons N
-n_test     static   1000     test inputs per seed
-n_train    padded   550      training samples P
-alpha      traced   1        output scale of the centred predictor (lazy: large)
-eps_align  traced   0.1      quadratic coefficient of phi: the kernel-task alignment
-sigma      traced   1        initial weight scale: w_i(0) ~ N(0, sigma^2 I_D)
-=========  =======  =======  ==============================================================
+=========  =======  =========  ==========================================================
+name       role     default    meaning
+=========  =======  =========  ==========================================================
+d_in       static   100        input dimension D
+width      static   500        number of neurons N
+n_test     static   1000       test inputs per seed
+n_train    padded   550        training samples P
+alpha      traced   1          output scale of the centred predictor (lazy: large)
+eps_align  traced   0.1        quadratic coefficient of phi: the kernel-task alignment
+sigma      traced   1          initial weight scale: w_i(0) ~ N(0, sigma^2 I_D)
+labels     static   quadratic  quadratic (below), or eigenvector: K_0's j-th eigenvector
+j          traced   1          eigenvector labels: the index, by descending eigenvalue
+align      traced   0          fraction of the analytic solution W* added to W_0
+=========  =======  =========  ==========================================================
 
-D = 100, N = 500, P = 550 are the authors' settings of Fig. 1 and Fig. 3(e) (whose eps_align
-grid spans 0.02-0.28). D, N and n_test may be axes: each value is its own compiled shape
-bucket.
+Defaults: ``task = "committee"`` with no parameters is the authors' setting of Fig. 1(b) and
+Fig. 3(e) (whose eps_align grid spans 0.02-0.28): D = 100, N = 500, P = 550, alpha = sigma = 1,
+the quadratic target, full-batch gd without weight decay at lr = eta_0 N / alpha^2 = 2000
+(eta_0 = 4; the paper prints no eta_0, the authors' notebooks use 0.5-20; tests/test_defaults.py).
+D, N and n_test may be axes: each value is its own compiled shape bucket.
+
+Kumar et al.'s alignment experiments (sweeps/kumar_eigenvector_labels.py,
+sweeps/kumar_initial_alignment.py):
+
+- ``labels = "eigenvector"`` (§6.1, Fig. 5; App. 17, Fig. 19): the labels are the j-th
+  eigenvector of the initial NTK K_0 (:func:`initial_kernel`) on the training and test inputs
+  together (the paper's K_0(X, X), X the whole dataset: an eigenvector of the training Gram
+  matrix alone gives no test labels, and its Nystrom extension is what the initial kernel
+  predicts, so it could not be misaligned), of unit norm with its largest-magnitude entry
+  positive (:func:`eigenvector_labels`; computed per run in setup, an eigendecomposition of
+  (P + n_test)^2). K_0's features are the linear and quadratic functions of x: its top D
+  eigenvectors are linear, the next D (D + 1) / 2 quadratic. The eq. 6 terms, which describe
+  the quadratic target, are NaN. j may not exceed P + n_test.
+- ``align`` (App. 8.3.3, Fig. 10): W_0 = sigma V + align W*, with W* the analytic solution
+  (:func:`analytic_solution`: alpha g(W*, x) = y(x) for every x). The predictor stays centred
+  on the moved W_0, so the initial loss does not change; the initial kernel does.
 
 Data and loss
 -------------
@@ -130,13 +151,18 @@ class Committee(Task):
         "eps_align": Param(float, 0.1, "traced", "phi(h) = h + (eps_align/2) h^2", ge=0),
         "sigma": Param(float, 1.0, "traced", "initial weights w_i ~ N(0, sigma^2 I)", gt=0),
         "labels": Param(
-            str, "quadratic", "static",
+            str,
+            "quadratic",
+            "static",
             "quadratic: y = (beta* . x)^2 / 2; eigenvector: the j-th eigenvector of K_0 (§6.1)",
             choices=LABELS,
         ),
         "j": Param(int, 1, "traced", "eigenvector labels: K_0's j-th eigenvector, 1 = top", ge=1),
         "align": Param(
-            float, 0.0, "traced", "fraction of the analytic solution W* added to W_0 (Fig. 10)",
+            float,
+            0.0,
+            "traced",
+            "fraction of the analytic solution W* added to W_0 (Fig. 10)",
             ge=0,
         ),
     }
@@ -170,7 +196,7 @@ class Committee(Task):
 
     def share(self, draws, hp, shape):
         rows = (jnp.arange(shape["n_train"]) < hp["n_train"]).astype(draws["x_train"].dtype)
-        if shape["labels"] == "eigenvector":  # labels of the run's own kernel, made in setup
+        if eigenvector_labelled(shape):  # labels of the run's own kernel, made in setup
             return {"rows": rows}
         return {
             "rows": rows,
@@ -184,7 +210,7 @@ class Committee(Task):
             f"g0_{role}": committee(w0, data[f"x_{role}"], hp["eps_align"])
             for role in ("train", "test")
         }
-        if shape["labels"] == "eigenvector":
+        if eigenvector_labelled(shape):
             run |= eigenvector_labels(w0, data, hp)
         return w0, run
 
@@ -217,7 +243,7 @@ class Committee(Task):
     def decomposition(self, model, w0, data, hp) -> dict[str, Array]:
         """Eq. 6's terms; NaN for eigenvector labels, which are no quadratic target."""
         terms = loss_decomposition(model, w0, data["beta"], hp["alpha"], hp["eps_align"])
-        if self.shape["labels"] == "eigenvector":
+        if eigenvector_labelled(self.shape):
             return {name: jnp.full_like(value, jnp.nan) for name, value in terms.items()}
         return terms
 
@@ -231,10 +257,18 @@ def initial_weights(data: Mapping[str, Array], hp: Mapping[str, Array]) -> Array
     fraction ``align`` of the analytic solution (:func:`analytic_solution`). Recomputed where
     needed rather than kept per run (it is as large as the model)."""
     w0 = hp["sigma"] * data["w"]
+    if "align" not in hp:  # hyperparameters given by hand may leave it out: its default, 0
+        return w0
     solution = analytic_solution(data["beta"], w0.shape[0], hp["alpha"], hp["eps_align"])
     # align = 0 adds exact zeros, and W* is never formed from eps_align = 0 (resolve refuses it
     # with align > 0; here the where keeps its 1/sqrt(0) out of the sum).
     return w0 + jnp.where(hp["align"] > 0, hp["align"] * solution, 0.0)
+
+
+def eigenvector_labelled(shape: Shape) -> bool:
+    """Whether the labels are the initial kernel's eigenvector; a shape given by hand may leave
+    ``labels`` out (its default, the quadratic target)."""
+    return shape.get("labels") == "eigenvector"
 
 
 def analytic_solution(beta: Array, width: int, alpha: Array, eps_align: Array) -> Array:

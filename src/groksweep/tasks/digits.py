@@ -88,7 +88,12 @@ class Digits(ModelTask):
     loss, accuracy = "mse", "argmax"
     # Small sizes for groksweep.testing.check_task (tests/test_contract.py).
     example_params: ClassVar[dict[str, Any]] = {
-        "n_train": 40, "n_test": 30, "width": 16, "depth": 1, "optimizer": "gd", "lr": 0.05
+        "n_train": 40,
+        "n_test": 30,
+        "width": 16,
+        "depth": 1,
+        "optimizer": "gd",
+        "lr": 0.05,
     }
 
     def resolve(self, values: dict[str, Any], given: set[str]) -> dict[str, Any]:
