@@ -52,7 +52,7 @@ def sweep(full: bool) -> gs.Sweep:
     if full:
         base, seeds, steps = {"p": 31, "d_h": 100}, list(range(4)), 10_000
         noises, fracs = [0.0, 0.1, 0.2, 0.3, 0.4], [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-        gammas = [0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
+        gammas = [0.0, 0.03, 0.1, 0.3, 0.6, 1.0]
     else:
         base, seeds, steps = {"p": 23, "d_h": 48}, [0, 1], 3000
         noises, fracs = [0.0, 0.15, 0.3], [0.3, 0.5, 0.7, 0.9]

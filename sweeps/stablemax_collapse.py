@@ -15,7 +15,15 @@ is Prieto et al.'s on the softmax of the raw logits: it is meaningful for the so
 (StableMax runs grow their logits far more, and their softmax collapses harmlessly).
 
 The quick variant is CPU-sized (p = 23, width 64, 4 seeds, 3000 steps); ``--full`` takes
-p = 47, width 128, 8 seeds and 30 000 steps (an accelerator).
+p = 47, width 128, 8 seeds and 30 000 steps (an accelerator; not run yet).
+
+Measured (quick, 99 s of training on the shared 2-core CPU): both losses fit every training pair
+by step ~300; test accuracy reaches 0.9 in 4 of 4 seeds with StableMax (final 0.906-0.953) and
+in 0 of 4 with softmax (final 0.764-0.877; median 0.925 against 0.854, ratio 1.08). But the
+softmax runs do *not* collapse at this size: their train loss falls as a power law (7e-5 at step
+3000), and ``softmax_collapse`` stays 0, where a float32 collapse needs every training pair's
+loss below ~6e-8; their test accuracy is still rising at the end. So StableMax generalises
+sooner here, without Softmax Collapse being the reason the softmax runs lag.
 
     python sweeps/stablemax_collapse.py [--full] [--out DIR] [--docs]
 """
