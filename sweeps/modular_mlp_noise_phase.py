@@ -21,7 +21,10 @@ accuracy on clean ones, by :func:`phase_of` (thresholds ``GENERALISES``, ``FITS`
   generalising phases coincide (shown as the second).
 
 A cell shows the phase of the seed median of the two accuracies. The figure has one panel
-frac x gamma per noise level; the table lists the seed medians.
+frac x gamma per noise level; the table lists the seed medians and the share of the corrupted
+labels fitted, (train accuracy - (1 - noise)) / noise (about 0 when the rule predicts them, 1
+when all are memorised, if the clean pairs are fitted). Measured: docs/EXPERIMENTS.md, "Frontier
+knobs: headline numbers".
 
     python sweeps/modular_mlp_noise_phase.py [--full] [--out DIR] [--docs]
 """
@@ -88,9 +91,9 @@ def main() -> None:
     spec = sweep(args.full)
     ds, _ = rp.train(spec, args)
     final = ds[["train_acc", "test_acc"]].isel(time=-1).median("seed")
-    noise = final["label_noise"].broadcast_like(final["train_acc"])
+    noise_grid = final["label_noise"].broadcast_like(final["train_acc"])
     phase = xr.DataArray(
-        phase_of(final["train_acc"].values, final["test_acc"].values, noise.values),
+        phase_of(final["train_acc"].values, final["test_acc"].values, noise_grid.values),
         coords=final["train_acc"].coords,
     )
     gammas, fracs = ds["gamma"].values, ds["frac"].values
@@ -100,8 +103,11 @@ def main() -> None:
         for f in fracs:
             for g in gammas:
                 at = {"label_noise": n, "frac": f, "gamma": g}
-                accuracies = [rp.fixed3(float(final[m].sel(at))) for m in ("train_acc", "test_acc")]
-                rows.append([f"{n:g}", f"{f:g}", f"{g:g}", *accuracies, PHASES[int(phase.sel(at))]])
+                train, test = (float(final[m].sel(at)) for m in ("train_acc", "test_acc"))
+                kind = int(phase.sel(at))
+                memorised = rp.fixed3((train - (1 - n)) / n) if n > 0 and kind > 0 else "–"
+                cells = [rp.fixed3(train), rp.fixed3(test), memorised, PHASES[kind]]
+                rows.append([f"{n:g}", f"{f:g}", f"{g:g}", *cells])
     counts = [
         [f"{n:g}"] + [str(int((phase.sel(label_noise=n) == k).sum())) for k in range(len(PHASES))]
         for n in ds["label_noise"].values
@@ -109,7 +115,15 @@ def main() -> None:
     tables = [
         rp.table(["noise", *PHASES], counts, title="cells per phase (frac × γ)"),
         rp.table(
-            ["noise", "frac", "γ", "train acc (noisy)", "test acc (clean)", "phase"],
+            [
+                "noise",
+                "frac",
+                "γ",
+                "train acc (noisy)",
+                "test acc (clean)",
+                "noise memorised",
+                "phase",
+            ],
             rows,
             title=f"seed medians after {spec.steps} steps",
         ),

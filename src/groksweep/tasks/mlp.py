@@ -65,7 +65,9 @@ theta_0 and the output scale ``alpha``, the student predicts
 f(x; theta_0) is computed once per run on the train and test inputs and kept in the run's data
 (``f0_train``, ``f0_test``); theta_0 itself is recomputable from the seed's draws. Large alpha is
 the lazy (kernel) regime, small alpha the rich one. Gradients scale as alpha and the tangent
-kernel as alpha^2: Kumar et al. keep the time scale fixed with lr = eta_0 / alpha^2. The engine
+kernel as alpha^2: Kumar et al. keep the time scale fixed with lr = eta_0 / alpha^2 for gradient
+descent. Adam's step does not scale with the gradient, so there lr = eta_0 / alpha keeps it
+fixed, and for AdamW a fixed gamma (docs/EXPERIMENTS.md, *Lazy -> rich*). The engine
 does *not* rescale lr: set it yourself (one sweep per alpha with its lr, or an alpha x lr grid
 read along its diagonal; axes are Cartesian products). With weight decay the weights shrink
 towards 0, where the centred predictor is -alpha f(x; theta_0), not 0.
