@@ -44,7 +44,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FixedLocator, NullLocator
+from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
 from groksweep.files import write_atomic
 from groksweep.phase import reduce_seeds
@@ -913,8 +913,9 @@ def _place(ax: Axes, which: str, name: str, values: np.ndarray) -> np.ndarray:
             for tick in axis.get_ticklabels():
                 tick.set_horizontalalignment("right")
                 tick.set_rotation_mode("anchor")
-    else:  # many values: round ticks, and a minor tick on every value
+    else:  # many values: round ticks, and an unlabelled minor tick on every value
         axis.set_minor_locator(FixedLocator(positions))
+        axis.set_minor_formatter(NullFormatter())
     if kind == "categorical":
         getattr(ax, f"set_{which}lim")(positions[0] - 0.5, positions[-1] + 0.5)
     axis.set_label_text(label(name))
