@@ -122,6 +122,8 @@ def main() -> None:
         mesh.colorbar.set_label("Δt (steps)\nwhite: never groks")
         for which, name in (("x", x), ("y", y)):
             tidy(axes[k][1], which, name)
+            if plot.axis_kind(phase[name].values) == "categorical":
+                continue  # unevenly spaced values: even cells labelled with them, no shared scale
             limits = getattr(axes[k][1], f"get_{which}lim")()
             tidy(axes[k][0], which, name)
             getattr(axes[k][0], f"set_{which}lim")(limits)
