@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ log_points = 200
 eps = [1e-3]
 
 [params]
-d_in = 24
+d_in = {d_in}
 n_test = 200
 method = "step"
 {fixed}
@@ -57,11 +58,26 @@ MODES = {
 CALIBRATION_STEPS = 10**7
 
 
-def write_spec(folder: Path, mode: str, steps: int) -> Path:
+def write_spec(folder: Path, mode: str, steps: int, d_in: int) -> Path:
     fixed, axes, _ = MODES[mode]
     spec = folder / f"{mode}.toml"
-    spec.write_text(SPEC.format(steps=steps, fixed=fixed, axes=axes))
+    spec.write_text(SPEC.format(steps=steps, fixed=fixed, axes=axes, d_in=d_in))
     return spec
+
+
+def sized(folder: Path, mode: str, seconds: float) -> Path:
+    """The mode's spec that trains for about ``seconds``: steps from the calibration, and a
+    wider model (a step costs about d_in^2) where the steps would pass what the step method
+    takes."""
+    from groksweep.params import MAX_STEPS
+
+    d_in = 24
+    while True:
+        calibration = write_spec(folder, mode, CALIBRATION_STEPS, d_in)
+        steps = steps_for(calibration, mode == "reproducible", seconds)
+        if steps <= MAX_STEPS["step"]:
+            return write_spec(folder, mode, steps, d_in)
+        d_in *= 2
 
 
 def steps_for(spec: Path, reproducible: bool, seconds: float) -> int:
@@ -125,10 +141,14 @@ def main() -> int:
     for mode in MODES if options.mode == "both" else [options.mode]:
         flags = MODES[mode][2]
         folder = Path(tempfile.mkdtemp(prefix=f"kill-{mode}-"))
-        calibration_spec = write_spec(folder, mode, CALIBRATION_STEPS)
-        steps = steps_for(calibration_spec, bool(flags), options.minutes * 60)
-        spec = write_spec(folder, mode, steps)
-        print(f"{mode}: {steps:.3g} steps for {options.minutes:g} minutes", flush=True)
+        spec = sized(folder, mode, options.minutes * 60)
+        sweep = tomllib.loads(spec.read_text())
+        steps = sweep["steps"]
+        print(
+            f"{mode}: {steps:.3g} steps at d_in = {sweep['params']['d_in']} for "
+            f"{options.minutes:g} minutes",
+            flush=True,
+        )
 
         start = time.time()
         subprocess.run(command(spec, folder / "whole", flags, options.checkpoint_every), check=True)
