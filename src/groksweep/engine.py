@@ -259,7 +259,7 @@ def run(
                     metrics = training.result()
                     if sweep.crossings != "interpolate":
                         solved = training.solve_crossings(
-                            sweep.crossings["level"], sweep.crossings["rtol"]
+                            metrics, sweep.crossings["level"], sweep.crossings["rtol"]
                         )
                         log(
                             f"bucket {i} chunk {key}: crossings solved in "

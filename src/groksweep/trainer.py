@@ -278,13 +278,15 @@ class ChunkTraining:
         diverged_at = np.where(first < n_times, self._times[np.minimum(first, n_times - 1)], -1)
         return metrics | {"diverged_at": diverged_at.astype(np.int64)}
 
-    def solve_crossings(self, level: float, rtol: float) -> dict[str, np.ndarray]:
+    def solve_crossings(
+        self, metrics: dict[str, np.ndarray], level: float, rtol: float
+    ) -> dict[str, np.ndarray]:
         """The exact first crossings of ``level`` by each run's train and test accuracies
-        (:mod:`groksweep.crossings`), bracketed by the finished chunk's log points:
+        (:mod:`groksweep.crossings`), bracketed by the finished chunk's log points, whose
+        ``metrics`` (:meth:`result`) the caller already holds:
         ``t_train_solved`` and ``t_test_solved`` as (groups, families, slots, thresholds...)
         steps, NaN where never reached, and ``solve_iterations``, the bisection iterations the
         chunk took. The method must be ``spectral``: its state keeps the initial model."""
-        metrics = self.result()
         found = {}
         for role in crossings.ROLES:
             accuracy = metrics[f"{role}_acc"]
