@@ -246,10 +246,11 @@ def fixed3(value: float) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str = "") -> str:
-    """A markdown table (cells formatted with :func:`fmt` unless already strings)."""
-    cell = lambda v: v if isinstance(v, str) else fmt(v)
+    """A markdown table (cells formatted with :func:`fmt` unless already strings; a "|" inside
+    a cell, as in a norm |θ|, is escaped so that it does not split the cell)."""
+    cell = lambda v: (v if isinstance(v, str) else fmt(v)).replace("|", "\\|")
     lines = [f"**{title}**", ""] if title else []
-    lines.append("| " + " | ".join(headers) + " |")
+    lines.append("| " + " | ".join(cell(h) for h in headers) + " |")
     lines.append("|" + "---|" * len(headers))
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -328,10 +329,10 @@ def loss_table(
         rows.append(cells)
     headers = [
         plot.label(by),
-        f"train: max \\|dev\\| (≥ {min_modes:g} modes)",
+        f"train: max |dev| (≥ {min_modes:g} modes)",
         "up to step",
         "all times",
-        f"test: max \\|dev\\| (≥ {min_modes:g} modes)",
+        f"test: max |dev| (≥ {min_modes:g} modes)",
         "up to step",
         "all times",
     ]

@@ -72,7 +72,7 @@ def main() -> None:
                          row["test_acc_end"], row["norm_ratio"]])  # fmt: skip
     headers = ["init_scale", "γ", f"t_train (acc {TRAIN_LEVEL})", f"t_test (acc {TEST_LEVEL})",
                "t_test / t_train", "test acc at t_train", "test acc at end",
-               "|θ| end / start"]  # fmt: skip
+               "‖θ‖ end / start"]  # fmt: skip
     tables = [rp.table(headers, rows, title=f"digits, medians over {ds.sizes['seed']} seed(s), "
                        f"{int(ds.time[-1])} steps (— : not reached)")]  # fmt: skip
 

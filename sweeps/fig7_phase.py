@@ -202,7 +202,7 @@ def map_table(phase, x, y, fixed, d_in) -> str:
             "fixed",
             "points",
             "both grok",
-            "median \\|trained/theory − 1\\|",
+            "median |trained/theory − 1|",
             "max",
             "median vs finite-d_in eq. 12",
             "max",
