@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ def small_sweep(method: str) -> gs.Sweep:
 
 def stopped_after(segments: int):
     """A ``should_stop`` that asks to stop once ``segments`` segments have ended."""
-    asked = iter(range(segments, -10**9, -1))
+    asked = iter(range(segments, -(10**9), -1))
     return lambda: next(asked) <= 1
 
 
@@ -124,12 +125,42 @@ def test_planted_and_corrupted_partial_states_are_recomputed_not_trusted(tmp_pat
     assert not any("resumed" in line for line in log) and "not used" in "".join(log)
 
 
-def test_speed_and_time_left_leave_out_what_was_read_back():
-    progress = engine._Progress(small_sweep("step"), 1, show=False)
-    progress.read_back(3000 * 3)  # three runs' chunks, read back in no time
-    assert progress.status() == "0/4 runs done"
-    progress.trained(600, 2.0)  # 300 run-steps/s; 2400 run-steps left
-    assert progress.status().startswith("300 run-steps/s, about 00:08 left")
+def test_time_left_counts_chunks_and_leaves_out_what_was_read_back():
+    # 4 runs of 3000 steps: a bucket of three one-run chunks, then a bucket of one.
+    progress = engine._Progress(small_sweep("step"), [(3, 9000), (1, 3000)], False, n_runs=4)
+    progress.begin_bucket()
+    progress.read_back(3000)  # a chunk read back in no time
+    progress.chunk_done(1, 3000, None)
+    assert progress.status() == "1/4 runs done"
+    progress.trained(300, 1.0, None)  # a first unit: no estimate yet
+    assert progress.status() == "300 run-steps/s, estimating the time left, 1/4 runs done"
+    # 3 s of segments so far and 6 s to go: this chunk 6 s, the next one 9 s, the last
+    # bucket's 3000 run-steps at this chunk's 9 s per 3000.
+    progress.trained(600, 2.0, 6.0)
+    assert progress.status() == "300 run-steps/s, about 00:24 left, 1/4 runs done"
+    # The chunk took 12 s of wall time (its data set-up too): the next chunk is costed so,
+    # and the last bucket at 12 s per 3000 run-steps.
+    progress.trained(2100, 7.0, 0.0)
+    progress.chunk_done(1, 3000, 12.0)
+    assert progress.status() == "300 run-steps/s, about 00:24 left, 2/4 runs done"
+    progress.trained(3000, 10.0, 0.0)
+    progress.chunk_done(1, 3000, 10.0)
+    progress.begin_bucket()  # no chunk of it finished: the others' 11 s per 3000 run-steps
+    assert progress.status() == "300 run-steps/s, about 00:11 left, 3/4 runs done"
+
+
+def test_a_segment_costs_what_the_bucket_s_cost_model_says():
+    """Spectral units cost their evaluations, whatever their steps: a chunk of ten units,
+    three timed in 6 s, has 14 s to go; a bucket that has timed one unit gives no estimate."""
+    chunk = SimpleNamespace(
+        done=3, units=10, unit_evaluations=np.full(10, 5), unit_steps=np.logspace(0, 6, 10)
+    )
+    pace = engine._Pace(180.0, by_steps=False)
+    pace.totals, pace.seconds = np.array([3.0, 15.0, 0.0]), 6.0
+    assert pace.seconds_left(chunk) == pytest.approx(14.0)
+    pace.totals = np.array([1.0, 5.0, 0.0])
+    assert pace.seconds_left(chunk) is None
+    assert pace.seconds_left(SimpleNamespace(**{**vars(chunk), "done": 10})) == 0.0
 
 
 # --- real `groksweep run` processes ------------------------------------------------------------

@@ -225,9 +225,10 @@ def run(
     elsewhere = []  # chunks other processes train, read back from the store at the end
     keys = set()  # every chunk's key: other files in the store are stale
     chunk_numbers = itertools.count()
-    with _Progress(sweep, len(buckets), progress, prepared.n_runs) as bar:
+    with _Progress(sweep, _chunks_here(buckets, sweep.steps), progress, prepared.n_runs) as bar:
         for i, (bucket, groups_per_chunk, block) in enumerate(buckets):
             pace = _Pace(checkpoint_every, by_steps=dict(bucket.shape)["method"] == "step")
+            bar.begin_bucket()
             for chunk in _chunks(bucket, groups_per_chunk):
                 key = store.key(bucket.shape, chunk.run_index, chunk.valid) if store else None
                 keys.add(key)
@@ -241,6 +242,7 @@ def run(
                 if problem:
                     log(f"bucket {i} chunk {key}: models file not used ({problem}): recomputed")
                     metrics = None
+                wall = None  # read back
                 if metrics is not None:
                     bar.read_back(sweep.steps * chunk.n_runs)
                     log(f"bucket {i} chunk {key}: {chunk.n_runs} runs read back")
@@ -249,6 +251,7 @@ def run(
                         raise SweepInterrupted(
                             "stopped before a new chunk; finished chunks are saved"
                         )
+                    began = time.perf_counter()
                     training = trainer.ChunkTraining(
                         task, chunk, times, eps, sweep.measures, block, sweep.saved_points()
                     )
@@ -275,8 +278,9 @@ def run(
                         f"bucket {i} chunk {key}: {chunk.n_runs} runs trained in "
                         f"{time.perf_counter() - start:.2f} s, {segments} segments"
                     )
+                    wall = time.perf_counter() - began - training.compile_seconds
                 _scatter(chunk, metrics, outputs, diverged_at)
-                bar.runs_done(chunk.n_runs)
+                bar.chunk_done(chunk.n_runs, sweep.steps * chunk.n_runs, wall)
     if processes > 1:
         multihost_utils.sync_global_devices("groksweep: every process saved its chunks")
         for chunk, key, expect in elsewhere:
@@ -345,7 +349,7 @@ def _train(
         steps = training.advance(units)
         seconds = time.perf_counter() - began
         pace.record(training, first, seconds)
-        bar.trained(steps * chunk.n_runs, seconds)
+        bar.trained(steps * chunk.n_runs, seconds, pace.seconds_left(training))
         if training.finished:
             return segments
         stop = should_stop is not None and should_stop()
@@ -393,6 +397,17 @@ class _Pace:
         self.totals += self._features(training, first, training.done)[:, -1]
         self.seconds += seconds
 
+    def seconds_left(self, training: trainer.ChunkTraining) -> float | None:
+        """What the chunk's remaining units should take, by the bound :meth:`units` sizes
+        segments with; None until the bucket has timed more than one unit."""
+        if training.done >= training.units:
+            return 0.0
+        if self.totals[0] <= 1:
+            return None
+        ahead = self._features(training, training.done, training.units)[:, -1]
+        known = self.totals > 0
+        return self.seconds * float((ahead[known] / self.totals[known]).max(initial=0.0))
+
     def units(self, training: trainer.ChunkTraining) -> int:
         left = training.units - training.done
         if self.target is None:
@@ -406,21 +421,36 @@ class _Pace:
 
 
 class _Progress:
-    """The progress bar, in run-steps. Its speed and time left count only trained segments'
-    time: not compilation, not chunks or segments read back from the store."""
+    """The progress bar, in run-steps, and an estimate of the time left.
 
-    def __init__(self, sweep: Sweep, n_buckets: int, show: bool, n_runs: int | None = None):
-        n_runs = sweep.n_runs if n_runs is None else n_runs
+    The estimate counts chunks, the unit whose cost repeats: a bucket's chunks run one program
+    on one schedule, so each costs about the wall time of the bucket's chunks finished so far
+    (data set-up, segments, solved crossings, saving; not compilation). Before one has
+    finished, a chunk is costed by its segments: those timed so far and what the bucket's cost
+    model (:meth:`_Pace.seconds_left`) says the rest take. Buckets not begun are costed at the
+    seconds per run-step of the chunks finished so far. No estimate is shown while a bucket has
+    timed only its first unit (one log point says nothing of how steps cost). Run-steps per
+    second count trained segments only; read-back chunks cost nothing."""
+
+    def __init__(self, sweep: Sweep, chunks: Sequence[tuple[int, int]], show: bool, n_runs: int):
+        """``chunks``: for each bucket, the chunks this process trains and their run-steps."""
         self.total = n_runs * sweep.steps
         self.n_runs = n_runs
         self.done_runs = self.done_steps = 0
         self.trained_steps, self.seconds = 0, 0.0
+        self.chunks = list(chunks)
+        self.bucket = -1
+        self.chunks_left = 0  # in the current bucket, the chunk in progress included
+        self.bucket_chunk_seconds: list[float] = []  # wall seconds of its finished chunks
+        self.finished_seconds = self.finished_run_steps = 0.0  # every bucket's
+        self.chunk_segments = 0.0  # seconds of the chunk in progress' segments
+        self.chunk_left: float | None = None  # what its remaining segments should take
         self.bar = tqdm(
             total=self.total,
             unit=" run-steps",
             unit_scale=True,
             disable=not show,
-            desc=f"{sweep.task}: {n_runs} runs, {n_buckets} buckets",
+            desc=f"{sweep.task}: {n_runs} runs, {len(self.chunks)} buckets",
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
         )
 
@@ -430,28 +460,66 @@ class _Progress:
     def __exit__(self, *exc) -> None:
         self.bar.close()
 
+    def begin_bucket(self) -> None:
+        self.bucket += 1
+        self.chunks_left = self.chunks[self.bucket][0]
+        self.bucket_chunk_seconds = []
+
     def read_back(self, run_steps: int) -> None:
         self.done_steps += run_steps
         self.bar.update(run_steps)
 
-    def trained(self, run_steps: int, seconds: float) -> None:
+    def trained(self, run_steps: int, seconds: float, chunk_left: float | None) -> None:
+        """A segment of ``run_steps`` trained in ``seconds``; the chunk's remaining segments
+        should take ``chunk_left`` seconds (None: not yet known)."""
         self.trained_steps += run_steps
         self.seconds += seconds
+        self.chunk_segments += seconds
+        self.chunk_left = chunk_left
         self.read_back(run_steps)
         self.bar.set_postfix_str(self.status())
 
-    def runs_done(self, runs: int) -> None:
+    def chunk_done(self, runs: int, run_steps: int, seconds: float | None) -> None:
+        """A chunk finished: trained in ``seconds`` of wall time, or read back (None)."""
+        self.chunks_left -= 1
+        if seconds is not None:
+            self.bucket_chunk_seconds.append(seconds)
+            self.finished_seconds += seconds
+            self.finished_run_steps += run_steps
+        self.chunk_segments, self.chunk_left = 0.0, None
         self.done_runs += runs
         self.bar.set_postfix_str(self.status())
+
+    def seconds_left(self) -> float | None:
+        """The estimate of the class docstring; None while there is none."""
+        chunks, run_steps = self.chunks[self.bucket]
+        finished_rate = self.finished_seconds / max(self.finished_run_steps, 1)
+        if self.bucket_chunk_seconds:
+            per_chunk = float(np.mean(self.bucket_chunk_seconds))
+        elif self.chunk_left is not None:
+            per_chunk = self.chunk_segments + self.chunk_left
+        elif self.finished_run_steps:
+            per_chunk = run_steps / max(chunks, 1) * finished_rate
+        else:
+            return None
+        in_progress = self.chunk_left is not None
+        now = (self.chunks_left - in_progress) * per_chunk
+        if in_progress:
+            now += self.chunk_left
+        rate = finished_rate if self.finished_run_steps else per_chunk * chunks / max(run_steps, 1)
+        return now + rate * sum(steps for _, steps in self.chunks[self.bucket + 1 :])
 
     def status(self) -> str:
         """Speed, time left and runs done, as the bar shows them."""
         runs = f"{self.done_runs}/{self.n_runs} runs done"
         if not self.seconds:
             return runs
-        rate = self.trained_steps / self.seconds
-        left = tqdm.format_interval((self.total - self.done_steps) / rate)
-        return f"{tqdm.format_sizeof(rate)} run-steps/s, about {left} left, {runs}"
+        rate = f"{tqdm.format_sizeof(self.trained_steps / self.seconds)} run-steps/s"
+        left = self.seconds_left()
+        if left is None:
+            return f"{rate}, estimating the time left, {runs}"
+        return f"{rate}, about {tqdm.format_interval(left)} left, {runs}"
+
 
 def _run_shapes(sweep: Sweep, n_times: int) -> dict[str, tuple[int, ...]]:
     """The shape of each recorded array of one run: a metric's (time,) or (time, eps), and
@@ -627,6 +695,21 @@ def cache_bytes() -> int:
         except (OSError, ValueError):
             continue
     return per_core * (os.cpu_count() or 1)
+
+
+def _chunks_here(buckets, steps: int) -> list[tuple[int, int]]:
+    """For each bucket, the chunks this process trains (the engine deals chunk n to process
+    n mod processes) and their run-steps, padding left out."""
+    processes, me, number = jax.process_count(), jax.process_index(), 0
+    here = []
+    for bucket, groups_per_chunk, _ in buckets:
+        mine = runs = 0
+        for chunk in _chunks(bucket, groups_per_chunk):
+            if number % processes == me:
+                mine, runs = mine + 1, runs + chunk.n_runs
+            number += 1
+        here.append((mine, runs * steps))
+    return here
 
 
 def _chunks(bucket: Bucket, groups_per_chunk: int):
