@@ -180,3 +180,46 @@ def test_separately_trained_seed_splits_equal_the_sweep_of_all_seeds(tmp_path):
     np.testing.assert_allclose(
         phase["delta_t"].values, gs.grokking_time(whole)["delta_t"].values, rtol=1e-9
     )
+
+
+def test_seeds_that_no_sweep_holds_are_missing_not_censored(sweeps):
+    """lam = 0.5 and 0.8 exist for seeds 2 and 3 only, lam = 0.3 for seeds 0 and 1: a seed
+    that holds no run at a point is neither censored nor counted, so each point's seed
+    statistics are those of its own seeds (numpy on their phase file). Counted as censored,
+    seeds 0 and 1 would make every median at lam = 0.5 NaN."""
+    ds, phase = gs.open_sweeps([sweeps["high"], sweeps["more_lam"]])
+    high = results.load(sweeps["high"] / "phase.nc", kind="phase")
+    assert not bool(phase["covered"].sel(lam=[0.5, 0.8], seed=[0, 1]).any())
+    for phase_of_union in (phase, gs.grokking_time(ds)):
+        censored = phase_of_union["test_censored"]
+        assert not bool(censored.sel(lam=[0.5, 0.8], seed=[0, 1]).any())
+        reduced = gs.reduce_seeds(phase_of_union)
+        for lam in (0.5, 0.8):
+            times = high["t_test"].sel(lam=lam).squeeze().values
+            assert np.isfinite(times).all()
+            np.testing.assert_allclose(
+                reduced["t_test_median"].sel(lam=lam).squeeze(), np.median(times)
+            )
+            np.testing.assert_allclose(reduced["test_censored_fraction"].sel(lam=lam), 0.0)
+        # lam = 0.3: its two seeds never reach the level, so both of them are censored
+        np.testing.assert_allclose(reduced["test_censored_fraction"].sel(lam=0.3), 1.0)
+
+
+def test_a_refined_grid_holds_only_the_points_it_computed(sweeps, tmp_path):
+    """A refined sweep's points that were not computed (NaN, ``computed`` False) are held by
+    no sweep: another sweep's runs there are kept and are the only seeds counted."""
+    low = results.load(sweeps["low"] / "results.nc", kind="results")  # seeds 0, 1
+    computed = xr.DataArray([True, False], coords={"lam": low["lam"]}, dims="lam")
+    refined = low.where(computed).assign(computed=computed)
+    refined["diverged"] = low["diverged"] & computed
+    refined["diverged_at"] = low["diverged_at"].where(computed, -1)
+    refined = write(tmp_path / "refined", refined)
+    ds, phase = gs.open_sweeps([refined, sweeps["high"]])  # high: seeds 2, 3
+    assert phase["covered"].sel(lam=0.8).values.tolist() == [False, False, True, True]
+    assert phase["computed"].values.tolist() == [True, True]  # some seed holds each lam
+    high = results.load(sweeps["high"] / "phase.nc", kind="phase")
+    reduced = gs.reduce_seeds(phase).sel(lam=0.8)
+    np.testing.assert_allclose(
+        reduced["t_test_median"].squeeze(), np.median(high["t_test"].sel(lam=0.8).squeeze())
+    )
+    np.testing.assert_allclose(reduced["test_censored_fraction"].squeeze(), 0.0)

@@ -20,6 +20,20 @@ REFINED = ("computed", "refine_round")
 """The variables of a refined grid (:mod:`groksweep.refine`): which points were computed, and in
 which round; phase maps carry them, and a point not computed is neither grokking nor censored."""
 
+HELD = (*REFINED, "covered")
+"""What phase maps carry of where runs exist: a refined grid's variables, and the ``covered``
+of sweeps read together (:func:`groksweep.open_sweeps`). A point held by no run is missing:
+neither grokking, nor censored, nor counted among the seeds."""
+
+
+def _held(ds: xr.Dataset) -> xr.DataArray | bool:
+    """True at the points some run holds (:data:`HELD`)."""
+    held = True
+    for name in ("computed", "covered"):
+        if name in ds:
+            held = held & ds[name]
+    return held
+
 
 def grokking_time(
     ds: xr.Dataset, level: float | None = None, *, on: str = "accuracy", loss_level: float = 1e-2
@@ -66,7 +80,7 @@ def grokking_time(
     diverged = (
         ds["diverged"] if "diverged" in ds else xr.zeros_like(ds["train_loss"].isel(time=0), bool)
     )
-    computed = ds["computed"] if "computed" in ds else True
+    held = _held(ds)
     out.attrs["crossing"] = method
     for role, values in series.items():
         if method == "solved":
@@ -82,10 +96,10 @@ def grokking_time(
             )
             t.attrs = {"crossing": method}
         out[f"t_{role}"] = t
-        out[f"{role}_censored"] = t.isnull() & ~diverged & computed
+        out[f"{role}_censored"] = t.isnull() & ~diverged & held
     out["delta_t"] = out["t_test"] - out["t_train"]
     out["diverged"] = diverged
-    return out.assign({name: ds[name] for name in REFINED if name in ds})
+    return out.assign({name: ds[name] for name in HELD if name in ds})
 
 
 def stage_times(ds: xr.Dataset, level: float = 1e-3) -> xr.Dataset:
@@ -158,23 +172,29 @@ def reduce_seeds(phase: xr.Dataset, dim: str = "seed") -> xr.Dataset:
 
     Censored times are right-censored (later than the last step), so they enter the order
     statistics as +infinity: a median is reported only when fewer than half the seeds are
-    censored; otherwise it is NaN, like a censored run. On a refined grid every statistic is NaN
-    at the points not computed, and ``computed`` and ``refine_round`` are kept.
+    censored; otherwise it is NaN, like a censored run. Seeds that hold no run (sweeps read
+    together with different seeds, ``covered``) are left out of every statistic, fractions
+    included. On a refined grid every statistic is NaN at the points not computed, and
+    ``computed``, ``refine_round`` and ``covered`` are kept.
     """
     if dim not in phase.dims:
         raise ValueError(f"no {dim!r} dimension to reduce over")
     out = xr.Dataset(attrs=phase.attrs)
     # A finite sentinel: quantile interpolation towards it stays finite and above any real time.
     sentinel = 1e300
+    held = _held(phase)
     for name in ("t_train", "t_test", "delta_t"):
-        filled = phase[name].fillna(sentinel)
+        filled = phase[name].fillna(sentinel).where(held)  # NaN: skipped by the quantiles
         for label, q in (("median", 0.5), ("q25", 0.25), ("q75", 0.75)):
-            value = filled.quantile(q, dim=dim).drop_vars("quantile")
+            with warnings.catch_warnings():  # a point no seed holds is NaN, as it should be
+                warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+                value = filled.quantile(q, dim=dim).drop_vars("quantile")
             out[f"{name}_{label}"] = value.where(value < sentinel * 1e-3)
+    fraction = lambda flag: flag.astype(float).where(held).mean(dim)  # noqa: E731
     for role in ROLES:
-        out[f"{role}_censored_fraction"] = phase[f"{role}_censored"].mean(dim)
+        out[f"{role}_censored_fraction"] = fraction(phase[f"{role}_censored"])
     if "diverged" in phase:  # phase files written before divergence was tracked lack it
-        out["diverged_fraction"] = phase["diverged"].mean(dim)
+        out["diverged_fraction"] = fraction(phase["diverged"])
     if "computed" in phase:
         out = out.where(phase["computed"])
-    return out.assign({name: phase[name] for name in REFINED if name in phase})
+    return out.assign({name: phase[name] for name in HELD if name in phase and name != "covered"})

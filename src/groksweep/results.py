@@ -35,6 +35,7 @@ import xarray as xr
 from groksweep import groksweep_version
 from groksweep.files import write_atomic
 from groksweep.params import SpecError, human_bytes
+from groksweep.phase import REFINED
 from groksweep.spec import Sweep
 
 Kind = Literal["results", "phase"]
@@ -296,8 +297,12 @@ def open_sweeps(dirs: Sequence[str | Path], *, rtol: float = OVERLAP_RTOL) -> Sw
     and an axis in another becomes a one-value axis of the first; numeric axis values are
     sorted. Variables are aligned on the union of the values (an outer join): points that no
     sweep holds are NaN (False for booleans, -1 for ``diverged_at``) and the boolean
-    ``covered`` says which points some sweep holds. A point that two sweeps both hold must have
-    the same trajectories (to ``rtol``, relative); the first sweep's are kept.
+    ``covered`` says which points some sweep holds; a refined sweep (:mod:`groksweep.refine`)
+    holds only the points it computed, and the union's ``computed`` marks the cells of the
+    refined axes that some sweep holds. Points held by no sweep are missing, not censored:
+    :func:`groksweep.grokking_time` and :func:`groksweep.reduce_seeds` leave them out. A point
+    that two sweeps both hold must have the same trajectories (to ``rtol``, relative); the first
+    sweep's are kept.
 
     Returns ``(results, phase)``, whose ``spec`` attribute is the sweep of the union grid (so
     :mod:`groksweep.plot` and :mod:`groksweep.theory_grid` read them like one sweep's) and
@@ -431,9 +436,14 @@ def _merge(parts, coords: dict, axes: list[str], rtol: float, compare: bool) -> 
     for index, (where, obj) in enumerate(parts):
         here = xr.DataArray(
             np.ones([obj.sizes[a] for a in axes], bool), coords={a: obj[a] for a in axes}, dims=axes
-        ).reindex(coords, fill_value=False)
+        )
+        if "computed" in obj:  # a refined grid holds only the points it computed
+            here = (here & obj["computed"]).transpose(*axes)
+        here = here.reindex(coords, fill_value=False)
         both = here & covered
         for name, var in obj.data_vars.items():
+            if name in REFINED and len(parts) > 1:
+                continue
             aligned = var.reindex(coords, fill_value=_fill(var))
             if name not in merged:
                 merged[name] = aligned
@@ -446,6 +456,12 @@ def _merge(parts, coords: dict, axes: list[str], rtol: float, compare: bool) -> 
     out = xr.Dataset({name: var.transpose(*template[name].dims) for name, var in merged.items()})
     out["covered"] = covered
     out["covered"].attrs["description"] = "True where a sweep read together holds the point"
+    refined = [obj["computed"] for _, obj in parts if "computed" in obj]
+    if refined and len(parts) > 1:
+        # A cell of the refined axes is computed where some sweep holds one of its points.
+        dims = refined[0].dims
+        out["computed"] = covered.any([a for a in axes if a not in dims]).transpose(*dims)
+        out["computed"].attrs = refined[0].attrs
     return out
 
 
