@@ -22,7 +22,7 @@ gamma 1 (``--alphas 0.1 0.15 0.3 1 --lr0 0.001 --gamma0 1 --steps 10000``): 10.6
 at alpha 0.1, 0.15, 0.3 and 14.2 at 1. docs/EXPERIMENTS.md ("Lazy -> rich: claim by claim")
 has the test of why.
 
-    python sweeps/transformer_alpha.py [--full] [--alphas A ...] [--lr0 LR] [--gamma0 G]
+    python sweeps/transformer_alpha.py [--full] [--alphas A ...] [--lr0 LR] [--gamma0 G] [--seeds N]
         [--gamma-rule fixed|per-step] [--steps N] [--out DIR] [--docs]
 """
 
@@ -57,7 +57,8 @@ def sweeps(args) -> list[gs.Sweep]:
                     "loss": "cross_entropy", "optimizer": "adamw", "beta2": 0.98}
     steps = args.steps or (20_000 if args.full else 3000)
     return [
-        gs.Sweep("transformer", params=base | settings(a, args), axes={"seed": [0, 1, 2]},
+        gs.Sweep("transformer", params=base | settings(a, args),
+                 axes={"seed": list(range(args.seeds))},
                  steps=steps, log_points=60)
         for a in args.alphas
     ]
@@ -70,6 +71,7 @@ def _options(parser) -> None:
     parser.add_argument("--gamma-rule", choices=("fixed", "per-step"), default="fixed",
                         help="gamma0 at every alpha, or gamma0 alpha (lr gamma fixed)")
     parser.add_argument("--steps", type=int, help="steps (default 3000, --full 20000)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 (default 3)")
 
 
 def main() -> None:

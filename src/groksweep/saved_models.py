@@ -36,7 +36,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import equinox as eqx
 import jax
 import netCDF4
 import numpy as np
@@ -232,7 +231,7 @@ def _as_task_model(task: Task, shape: dict, model: Any) -> Any:
     rest (sizes, activations) comes back from its untrained skeleton."""
     if not isinstance(task, ModelTask):
         return model
-    return eqx.combine(model, task.bind(shape)._static())
+    return task.bind(shape).as_module(model)
 
 
 def _run_index(sweep: Sweep, run: int | Mapping[str, Any]) -> int:

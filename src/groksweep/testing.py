@@ -573,21 +573,14 @@ def _check_draws(ctx: _Context) -> dict[str, str | None]:
 
 
 def _sample(ctx: _Context, shape_items: tuple) -> dict[str, np.ndarray]:
-    """One seed's draws at a bucket shape, from the trainer's compiled draws where it has them
-    (called as the trainer calls them, so that the runs reuse the compilation)."""
+    """One seed's draws at a bucket shape, from the trainer's compiled draws (called as the
+    trainer calls them, so that the runs reuse the compilation)."""
     x64 = ctx.dtype == "float64"
     with jax.enable_x64(x64):
-        sampler = getattr(trainer, "_sampler", None)
-        if sampler is not None:
-            devices = jax.local_devices()
-            sharding = NamedSharding(Mesh(np.array(devices), ("groups",)), PartitionSpec("groups"))
-            seeds = jax.device_put(np.full(len(devices), ctx.seeds[0], np.uint32), sharding)
-            draws = sampler(ctx.task, shape_items)(seeds)
-        else:  # the trainer's internals changed: compile the draws here
-            shape, task = dict(shape_items), ctx.task.bind(dict(shape_items))
-            dtype = jnp.float64 if x64 else jnp.float32
-            one = jax.jit(jax.vmap(lambda seed: task.sample(jax.random.key(seed), shape, dtype)))
-            draws = one(np.asarray([ctx.seeds[0]], np.uint32))
+        devices = jax.local_devices()
+        sharding = NamedSharding(Mesh(np.array(devices), ("groups",)), PartitionSpec("groups"))
+        seeds = jax.device_put(np.full(len(devices), ctx.seeds[0], np.uint32), sharding)
+        draws = trainer.draws_program(ctx.task, shape_items)(seeds)
         out = {}
         for path, value in jax.tree_util.tree_flatten_with_path(draws)[0]:
             if jnp.issubdtype(value.dtype, jax.dtypes.prng_key):

@@ -173,7 +173,7 @@ class ChunkTraining:
             # The draws come from a program of their own: inside the training program XLA
             # would fuse their generation into each of their uses, drawing a family's data once
             # per family.
-            self._draws = _sampler(task, bucket.shape)(jax.device_put(bucket.seeds, by_group))
+            self._draws = draws_program(task, bucket.shape)(jax.device_put(bucket.seeds, by_group))
             self._hparams = {
                 name: jax.device_put(_hparam_array(task, name, values, self._dtype), by_group)
                 for name, values in bucket.hparams.items()
@@ -525,8 +525,9 @@ def _evaluate(task: Task, measures: tuple[str, ...], data: dict, state: dict, ep
 
 
 @_cached_by_identity
-def _sampler(task: Task, shape_items: tuple[tuple[str, Any], ...]) -> Callable:
-    """The compiled draws of a bucket's groups, from their seeds."""
+def draws_program(task: Task, shape_items: tuple[tuple[str, Any], ...]) -> Callable:
+    """The compiled draws of a bucket's groups, from their seeds (cached per task and shape:
+    :func:`groksweep.testing.check_task` reuses the compilation the runs make)."""
     shape = dict(shape_items)
     task = task.bind(shape)
     dtype = _float_dtype(shape)

@@ -172,7 +172,7 @@ class ModelTask(Task):
                 metrics[f"{role}_acc"] = masked_mean(correct, rows)
         leaves = jax.tree.leaves(model)
         norm = jnp.sqrt(sum(jnp.sum(w**2) for w in leaves))
-        full = eqx.combine(model, self._static())
+        full = self.as_module(model)
         return metrics | {"weight_norm": norm} | self.extra_metrics(full, data, hp)
 
     def probe(self, model, data, hp, n):
@@ -193,7 +193,7 @@ class ModelTask(Task):
         return jax.vmap(lambda one: self.apply(model, one, hp))(x)
 
     def _forward(self, model: PyTree, x: Array, hp: Mapping[str, Array]) -> Array:
-        return self.apply_batch(eqx.combine(model, self._static()), x, hp)
+        return self.apply_batch(self.as_module(model), x, hp)
 
     def _predict(self, model, x, f0, hp) -> Array:
         """The predictor: alpha (f(x) - f0) or alpha f(x), where the task declares them."""
@@ -218,11 +218,13 @@ class ModelTask(Task):
             examples.append((prediction, target, ((role, rows),)))
         return examples
 
-    def _static(self) -> PyTree:
-        """The model's untrained fields, from the shape of an initial model (nothing drawn)."""
+    def as_module(self, model: PyTree) -> eqx.Module:
+        """The equinox module of the engine's ``model``: the engine carries and trains the
+        module's arrays only; its other fields (sizes, activations) come back from the
+        skeleton of an initial model of the bound shape (nothing drawn)."""
         skeleton = eqx.filter_eval_shape(self.init, jax.random.key(0), self.shape)
         is_array = lambda x: isinstance(x, jax.ShapeDtypeStruct)  # noqa: E731
-        return eqx.filter(skeleton, is_array, inverse=True)
+        return eqx.combine(model, eqx.filter(skeleton, is_array, inverse=True))
 
     def _per_example_loss(self, prediction: Array, target: Array) -> Array:
         if callable(self.loss):
