@@ -78,14 +78,13 @@ def main() -> None:
     args = rp.arguments("transformer_alpha", __doc__.splitlines()[0], extra=_options)
     fig, (axes,) = rp.panels(2)
     rows = []
-    for alpha, sweep in zip(args.alphas, sweeps(args)):
+    for k, (alpha, sweep) in enumerate(zip(args.alphas, sweeps(args))):
         ds, phase = rp.train(sweep, args, tag=f"alpha{alpha:g}", level=LEVEL)
         median = ds.median("seed")
-        for role, style in (("train", "--"), ("test", "-")):
-            (line,) = axes[0].semilogx(median["time"][1:], median[f"{role}_acc"][1:], style,
-                                       label=f"α = {alpha:g}" if role == "test" else None)
-            axes[1].loglog(median["time"][1:], median[f"{role}_loss"][1:], style,
-                           color=line.get_color())
+        for role, style in (("train", "--"), ("test", "-")):  # one colour per alpha
+            axes[0].semilogx(median["time"][1:], median[f"{role}_acc"][1:], style, color=f"C{k}",
+                             label=f"α = {alpha:g}" if role == "test" else None)
+            axes[1].loglog(median["time"][1:], median[f"{role}_loss"][1:], style, color=f"C{k}")
         t_train, t_test = phase["t_train"].values, phase["t_test"].values
         ratio = xr.DataArray(t_test / t_train).median().item()
         lr, gamma = settings(alpha, args)["lr"], settings(alpha, args)["gamma"]
