@@ -698,17 +698,15 @@ def cache_bytes() -> int:
 
 
 def _chunks_here(buckets, steps: int) -> list[tuple[int, int]]:
-    """For each bucket, the chunks this process trains (the engine deals chunk n to process
-    n mod processes) and their run-steps, padding left out."""
+    """For each bucket, how many of its chunks this process trains (the engine deals chunk n
+    to process n mod processes) and about how many run-steps they hold."""
     processes, me, number = jax.process_count(), jax.process_index(), 0
     here = []
     for bucket, groups_per_chunk, _ in buckets:
-        mine = runs = 0
-        for chunk in _chunks(bucket, groups_per_chunk):
-            if number % processes == me:
-                mine, runs = mine + 1, runs + chunk.n_runs
-            number += 1
-        here.append((mine, runs * steps))
+        count = -(-bucket.n_groups // groups_per_chunk)
+        mine = len(range((me - number) % processes, count, processes))
+        here.append((mine, bucket.n_runs * steps * mine // count))
+        number += count
     return here
 
 

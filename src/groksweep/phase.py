@@ -175,7 +175,7 @@ def reduce_seeds(phase: xr.Dataset, dim: str = "seed") -> xr.Dataset:
     censored; otherwise it is NaN, like a censored run. Seeds that hold no run (sweeps read
     together with different seeds, ``covered``) are left out of every statistic, fractions
     included. On a refined grid every statistic is NaN at the points not computed, and
-    ``computed``, ``refine_round`` and ``covered`` are kept.
+    ``computed`` and ``refine_round`` are kept.
     """
     if dim not in phase.dims:
         raise ValueError(f"no {dim!r} dimension to reduce over")
