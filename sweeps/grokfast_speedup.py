@@ -64,36 +64,37 @@ def _options(parser) -> None:
     )
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 (default 3)")
     parser.add_argument("--steps", type=int, help="steps (default 16000, --full 100000)")
-    # fmt: skip
 
 
 def main() -> None:
     args = rp.arguments("grokfast_speedup", __doc__.splitlines()[0], extra=_options)
-    ds, phase = rp.train(sweep(args), args, level=LEVEL)
+    spec = sweep(args)
+    ds, phase = rp.train(spec, args, level=LEVEL)
     steps = int(ds.time[-1])
     t_test = phase.t_test
-    # A seed that never groks is censored at the run's length: its median is then a lower bound.
-    censored = t_test.isnull()
-    median = t_test.fillna(steps).median("seed")
-    lower_bound = censored.sum("seed") * 2 > censored.sizes["seed"]
+    # Censored seeds count as +inf: where half or more never grokked, the median is only known
+    # to be past the run's length (reduce_seeds gives NaN there).
+    reduced = gs.reduce_seeds(phase)
+    median = reduced.t_test_median.fillna(steps)
+    lower_bound = reduced.test_censored_fraction >= 0.5
 
     def cell(gamma, lamb):
         at = {"gamma": gamma, "grokfast_lamb": lamb}
-        value = float(median.sel(at))
-        return (f"≥ {steps}" if bool(lower_bound.sel(at)) else rp.fmt(value)), value
+        value, bounded = float(median.sel(at)), bool(lower_bound.sel(at))
+        return (f"≥ {steps}" if bounded else rp.fmt(value)), value, bounded
 
     rows, summary = [], {}
     for gamma in ds.gamma.values:
         for lamb in ds.grokfast_lamb.values:
             at = {"gamma": gamma, "grokfast_lamb": lamb}
-            text, value = cell(gamma, lamb)
+            text, value, bounded = cell(gamma, lamb)
             per_seed = " / ".join(rp.fmt(t) for t in t_test.sel(at).values)
             rows.append([f"{gamma:g}", "none" if lamb == 0 else f"ema α 0.98, λ {lamb:g}",
                          rp.fmt(float(phase.t_train.sel(at).median())), per_seed, text,
                          rp.fmt(float(ds.test_acc.sel(at).isel(time=-1).median()))])  # fmt: skip
             summary[f"gamma{gamma:g}_lamb{lamb:g}"] = {
                 "t_test_median": value,
-                "lower_bound": bool(lower_bound.sel(at)),
+                "lower_bound": bounded,
             }
 
     top = max(args.gammas)  # the filter's weight decay
@@ -101,10 +102,10 @@ def main() -> None:
     def speed_up(baseline):
         """t(baseline) / t(filter): a lower bound where the baseline has not grokked, unknown
         where the filter has not."""
-        (text, value), (filter_text, filtered) = baseline, cell(top, LAMBS[1])
-        if filter_text.startswith("≥"):
+        (_, value, bounded), (_, filtered, filter_bounded) = baseline, cell(top, LAMBS[1])
+        if filter_bounded:
             return "—"
-        return ("≥ " if text.startswith("≥") else "") + rp.fmt(value / filtered)
+        return ("≥ " if bounded else "") + rp.fmt(value / filtered)
 
     ratios = [[f"same γ = {top:g} (the filter's own effect)", speed_up(cell(top, LAMBS[0]))]]
     if 0.0 in args.gammas and top > 0:
@@ -114,7 +115,7 @@ def main() -> None:
     tables = [
         rp.table(["γ", "filter", "t_train (median)", f"t_test (acc {LEVEL}, seeds; — : not "
                   "reached)", "t_test median", "final test acc"], rows,
-                 title=f"(a {args.op} b) mod {int(sweep(args).params['p'])}, Adam, {steps} steps"),
+                 title=f"(a {args.op} b) mod {spec.params['p']}, Adam, {steps} steps"),
         rp.table(["comparison", "t_test(no filter) / t_test(filter)"], ratios,
                  title="Grokfast speed-up, ratio of seed medians"),
     ]  # fmt: skip
@@ -149,7 +150,7 @@ def main() -> None:
         ylim=(10, steps * 1.3),
     )
     scatter.legend(fontsize=8)  # fmt: skip
-    fig.suptitle(f"Grokfast on (a {args.op} b) mod {int(sweep(args).params['p'])}, "
+    fig.suptitle(f"Grokfast on (a {args.op} b) mod {spec.params['p']}, "
                  "one-layer transformer, Adam")  # fmt: skip
     rp.finish(fig, args, tables, summary=summary)
 
