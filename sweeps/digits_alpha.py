@@ -75,19 +75,22 @@ def main() -> None:
     if args.lr_rule == "cube":  # alpha is a parameter of each sweep: stack them on an axis
         trained = [d.expand_dims(alpha=[a]) for d, a in zip(trained, ALPHAS)]
     ds = xr.concat(trained, dim="alpha")
-    t_train = gs.grokking_time(ds, level=TRAIN_LEVEL).t_train
-    t_test = gs.grokking_time(ds, level=TEST_LEVEL).t_test
+    train_phase, test_phase = (gs.grokking_time(ds, level=lv) for lv in (TRAIN_LEVEL, TEST_LEVEL))
+    t_train = train_phase.t_train
+    # Seed medians with censored seeds as +inf (NaN where half or more never got there).
+    median_train = gs.reduce_seeds(train_phase).t_train_median
+    median_test = gs.reduce_seeds(test_phase).t_test_median
 
     rows, summary = [], {}
     for alpha in ds.alpha.values:
-        runs, tr, te = ds.sel(alpha=alpha), t_train.sel(alpha=alpha), t_test.sel(alpha=alpha)
+        runs, tr = ds.sel(alpha=alpha), t_train.sel(alpha=alpha)
         early = [float(runs.test_acc.isel(seed=i).interp(time=float(tr.isel(seed=i))))
                  if np.isfinite(tr.isel(seed=i)) else np.nan
                  for i in range(ds.sizes["seed"])]  # fmt: skip
         row = {
             "lr": learning_rate(alpha, args.lr_rule),
-            "t_train": float(tr.median()),
-            "t_test": float(te.median()),
+            "t_train": float(median_train.sel(alpha=alpha)),
+            "t_test": float(median_test.sel(alpha=alpha)),
             "test_acc_at_t_train": float(np.nanmedian(early)) if np.isfinite(early).any()
             else np.nan,
             "test_acc_end": float(runs.test_acc.isel(time=-1).median()),

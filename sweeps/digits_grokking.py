@@ -43,15 +43,16 @@ def sweep(full: bool) -> gs.Sweep:
 def main() -> None:
     args = rp.arguments("digits_grokking", __doc__.splitlines()[0])
     ds, _ = rp.train(sweep(args.full), args, level=TRAIN_LEVEL)
-    train = gs.grokking_time(ds, level=TRAIN_LEVEL).median("seed")
-    test = gs.grokking_time(ds, level=TEST_LEVEL).median("seed")
+    # Seed medians with censored seeds as +inf (NaN where half or more never got there).
+    train = gs.reduce_seeds(gs.grokking_time(ds, level=TRAIN_LEVEL))
+    test = gs.reduce_seeds(gs.grokking_time(ds, level=TEST_LEVEL))
 
     rows, summary = [], {}
     for scale in ds.init_scale.values:
         for gamma in ds.gamma.values:
             at = {"init_scale": scale, "gamma": gamma}
             runs = ds.sel(at)
-            t_train, t_test = float(train.t_train.sel(at)), float(test.t_test.sel(at))
+            t_train, t_test = float(train.t_train_median.sel(at)), float(test.t_test_median.sel(at))
             early = [
                 float(runs.test_acc.isel(seed=i).interp(time=t_train))
                 if np.isfinite(t_train) else np.nan
